@@ -1,0 +1,8 @@
+# MoonBoard 2016 (11 columns A..K x 18 rows, 40 degrees), problems as scraped from the website.
+dataset = 'moonboard'
+boards = [dict(
+    name='moonboard', format='moonboard', path='data/moonboard2016.json', title='MoonBoard 2016',
+    role_ids=dict(start='SH', middle='IH', finish='FH'),  # no foot role: feet are free
+    angles=[40],
+    max_start=2, max_finish=2,
+)]

@@ -1,0 +1,163 @@
+"""
+Draw routes on their board as self-contained SVG: no network, no fonts or images to fetch, so a
+sheet can be opened anywhere and checked by eye (is the route on the wall, are the roles right).
+
+    board_svg(board, holds, title, subtitle)  one route on one board, an <svg> element
+    sheet_svg(board, routes)                   many routes in a grid, a standalone SVG document
+    write_sheet(path, board, routes)           the same, written to a file atomically
+
+Every hold of the board is a faint dot, and the route's holds are open rings in the apps' colours
+(routes.ROLE_COLORS), so the hold itself stays visible as it does under the app's LEDs.
+"""
+
+import os
+from xml.sax.saxutils import escape
+
+from routes import MOONBOARD_COLUMNS, ROLE_COLORS, ROLES
+
+BOARD_FILL = '#2b2b2b'  # dark, like plywood under the LEDs; the rings show up well on it
+HOLD_FILL = '#bdbdbd'
+LABEL_FILL = '#8a8a8a'
+TEXT_FILL = '#222222'
+SUBTEXT_FILL = '#666666'
+PAD = 6  # px around the board inside one drawing
+
+
+def _f(v):
+    """A number for an SVG attribute: one decimal is plenty on a screen, and keeps files small."""
+    return f'{v:.1f}'.rstrip('0').rstrip('.')
+
+
+def _pitch(board):
+    """The usual distance between neighbouring holds in a row (Aurora boards 8 units, MoonBoard 1
+    column), so hold and ring sizes follow the board's own grid whatever its units."""
+    rows = {}
+    for _, x, y in board['holds']:
+        rows.setdefault(y, []).append(x)
+    gaps = []
+    for xs in rows.values():
+        xs.sort()
+        gaps += [b - a for a, b in zip(xs, xs[1:]) if b > a]
+    if not gaps:
+        left, right, _, _ = board['edges']
+        return (right - left) / 10
+    gaps.sort()
+    return gaps[len(gaps) // 2]
+
+
+def _layout(board, size):
+    """Scale and sizes of one drawing: the board keeps the aspect ratio of its edges, and a line
+    of text is reserved above (title) and below (subtitle) so sheets line up in a grid."""
+    left, right, bottom, top = board['edges']
+    pitch = _pitch(board)
+    # the MoonBoard prints its column letters along the top and row numbers down the left side
+    gutter = 0.8 * pitch if board['format'] == 'moonboard' else 0.0
+    scale = size / (right - left + gutter)
+    font = max(9.0, size / 20)
+    line = font * 1.5
+    board_w, board_h = size, (top - bottom + gutter) * scale
+    return dict(left=left, top=top, gutter=gutter, scale=scale, pitch=pitch, font=font, line=line,
+                board_w=board_w, board_h=board_h,
+                width=board_w + 2 * PAD, height=board_h + 2 * PAD + 2 * line)
+
+
+def _placement_name(board, placement):
+    return str(placement) if board['format'] == 'moonboard' else f'p{placement}'
+
+
+def board_svg(board, holds, title='', subtitle='', size=240):
+    """One route on its board as an <svg> element, `size` px wide (plus a small margin).
+    holds: [(placement, role)]. Raises ValueError for a hold or role the board does not have."""
+    L = _layout(board, size)
+    xy = {p: (x, y) for p, x, y in board['holds']}
+    for placement, role in holds:
+        if placement not in xy:
+            raise ValueError(f"hold {_placement_name(board, placement)} is not on {board['title']}")
+        if role not in ROLE_COLORS:
+            raise ValueError(f"hold {_placement_name(board, placement)} has role {role!r}; roles are {', '.join(ROLES)}")
+
+    s, g = L['scale'], L['gutter']
+    ox, oy = PAD, PAD + L['line']  # top-left corner of the board rectangle
+
+    def to_svg(x, y):  # board units, y up -> px, y down
+        return ox + (x - L['left'] + g) * s, oy + (L['top'] - y + g) * s
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_f(L["width"])}" height="{_f(L["height"])}" '
+           f'viewBox="0 0 {_f(L["width"])} {_f(L["height"])}" font-family="sans-serif">']
+    out.append(f'<text class="title" x="{_f(L["width"] / 2)}" y="{_f(PAD + L["font"])}" text-anchor="middle" '
+               f'font-size="{_f(L["font"])}" font-weight="bold" fill="{TEXT_FILL}">{escape(str(title))}</text>')
+    out.append(f'<rect class="board" x="{_f(ox)}" y="{_f(oy)}" width="{_f(L["board_w"])}" height="{_f(L["board_h"])}" '
+               f'rx="{_f(0.3 * L["pitch"] * s)}" fill="{BOARD_FILL}"/>')
+
+    if board['format'] == 'moonboard':  # column letters and row numbers, faint, in the gutter
+        label = _f(0.45 * L['pitch'] * s)
+        columns = sorted({(x, p.rstrip('0123456789')) for p, x, _ in board['holds']})
+        rows = sorted({y for _, _, y in board['holds']})
+        for x, letter in columns:
+            cx, _ = to_svg(x, 0)
+            out.append(f'<text class="label" x="{_f(cx)}" y="{_f(oy + 0.6 * g * s)}" text-anchor="middle" '
+                       f'font-size="{label}" fill="{LABEL_FILL}">{escape(letter)}</text>')
+        for y in rows:
+            _, cy = to_svg(0, y)
+            out.append(f'<text class="label" x="{_f(ox + 0.5 * g * s)}" y="{_f(cy)}" text-anchor="middle" '
+                       f'dominant-baseline="central" font-size="{label}" fill="{LABEL_FILL}">{y}</text>')
+
+    r_hold, r_ring = 0.14 * L['pitch'] * s, 0.42 * L['pitch'] * s
+    stroke = max(1.5, 0.11 * L['pitch'] * s)
+    for _, x, y in board['holds']:
+        cx, cy = to_svg(x, y)
+        out.append(f'<circle class="hold" cx="{_f(cx)}" cy="{_f(cy)}" r="{_f(r_hold)}" fill="{HOLD_FILL}" fill-opacity="0.55"/>')
+    for placement, role in holds:
+        cx, cy = to_svg(*xy[placement])
+        out.append(f'<circle class="ring" data-role="{role}" data-hold="{escape(str(placement))}" cx="{_f(cx)}" cy="{_f(cy)}" '
+                   f'r="{_f(r_ring)}" fill="none" stroke="{ROLE_COLORS[role]}" stroke-width="{_f(stroke)}"/>')
+
+    out.append(f'<text class="subtitle" x="{_f(L["width"] / 2)}" y="{_f(oy + L["board_h"] + L["font"] * 1.25)}" '
+               f'text-anchor="middle" font-size="{_f(L["font"] * 0.9)}" fill="{SUBTEXT_FILL}">{escape(str(subtitle))}</text>')
+    out.append('</svg>')
+    return '\n'.join(out)
+
+
+def sheet_svg(board, routes, columns=5, size=240):
+    """Many routes of one board in a grid, as one standalone SVG document with a role legend.
+    routes: [dict(holds=[(placement, role)], title=str, subtitle=str)]; titles are optional."""
+    L = _layout(board, size)
+    columns = max(1, min(columns, len(routes) or 1))
+    header = 2 * L['line'] + PAD  # board title, then the legend
+    width = columns * L['width']
+    height = header + -(-len(routes) // columns) * L['height'] + PAD
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<svg xmlns="http://www.w3.org/2000/svg" width="{_f(width)}" height="{_f(height)}" '
+           f'viewBox="0 0 {_f(width)} {_f(height)}" font-family="sans-serif">',
+           '<rect width="100%" height="100%" fill="#ffffff"/>',
+           f'<text class="sheet-title" x="{PAD}" y="{_f(PAD + L["font"])}" font-size="{_f(L["font"] * 1.1)}" '
+           f'font-weight="bold" fill="{TEXT_FILL}">{escape(str(board["title"]))}</text>']
+
+    # legend: only the roles this board has (the MoonBoard has no foot holds)
+    out.append('<g class="legend">')
+    x, y = PAD + L['font'] / 2, PAD + L['line'] + L['font']
+    for role in ROLES:
+        if role not in board['role_codes']:
+            continue
+        out.append(f'<circle cx="{_f(x)}" cy="{_f(y - L["font"] / 3)}" r="{_f(L["font"] / 2.5)}" fill="none" '
+                   f'stroke="{ROLE_COLORS[role]}" stroke-width="2"/>')
+        out.append(f'<text x="{_f(x + L["font"])}" y="{_f(y)}" font-size="{_f(L["font"])}" fill="{TEXT_FILL}">{role}</text>')
+        x += L['font'] * 6.5  # room for the longest name, 'finish'/'middle'
+    out.append('</g>')
+
+    for i, route in enumerate(routes):
+        gx, gy = (i % columns) * L['width'], header + (i // columns) * L['height']
+        out.append(f'<g class="route" transform="translate({_f(gx)},{_f(gy)})">')
+        out.append(board_svg(board, route['holds'], route.get('title', ''), route.get('subtitle', ''), size))
+        out.append('</g>')
+    out.append('</svg>')
+    return '\n'.join(out) + '\n'
+
+
+def write_sheet(path, board, routes, columns=5):
+    """Write sheet_svg to path; via a temporary file, so a reader never sees half a sheet."""
+    svg = sheet_svg(board, routes, columns)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(svg)
+    os.replace(path + '.tmp', path)

@@ -1,0 +1,281 @@
+"""
+Real board data in, token bins out.
+
+    python prepare.py config/kilter.py
+    python prepare.py config/kilter.py --db=~/Downloads/db.sqlite3 --min_ascents=5
+
+Reads an Aurora app database (Kilter, Tension; opened read-only) or MoonBoard problem JSON, keeps
+the routes that pass the filters below, and writes to data/<dataset>/:
+- train.bin, val.bin, test.bin: uint16 token streams, one sequence per (climb, angle),
+  <board> <angle> <grade> holds <end> (the grammar is in routes.py);
+- meta.pkl: vocabulary, token kinds and hold attributes, board geometry and role rules, grade
+  table, and per-route arrays (offset, angle, difficulty, ascents, quality, climb id) per split.
+Every row read is accounted for: the table printed at the end counts rows removed per reason.
+"""
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from configurator import configure
+from routes import (FONT, FONT_TO_DIFFICULTY, GRADES, MAX_DIFFICULTY, MIN_DIFFICULTY, MOONBOARD_COLUMNS,
+                    MOONBOARD_ROWS, SPLITS, Grammar, RouteError, build_vocab, split_of)
+
+# -----------------------------------------------------------------------------
+# config: the boards of the dataset, and the filters
+dataset = 'kilter'  # output folder data/<dataset>/
+boards = []  # board specs, set by the config file (see config/kilter.py)
+db = ''  # read this database / JSON instead of the board's default path (single-board datasets)
+angle_min = 0  # keep rows whose angle (where known) lies in angle_min..angle_max
+angle_max = 90
+min_ascents = 1  # keep rows with at least this many ascents (where the data counts them)
+min_quality = 0.0  # keep rows with at least this quality average (where known)
+min_holds = 3  # hold-count bounds; they also become the board's route rules for sampling
+max_holds = 40
+data_root = 'data'
+# -----------------------------------------------------------------------------
+configure(globals())
+
+HOW_TO_GET_A_DB = ("Get a database: copy the Kilter or Tension app's db.sqlite3, or run "
+                   "`pip install boardlib` then `boardlib database kilter data/kilter.db --username YOU`; "
+                   "pass another path with --db=PATH")
+
+
+def fail(message):
+    sys.exit(f"error: {message}")
+
+
+def open_aurora(path):
+    """The app database, read-only: we never write to a user's database."""
+    if not os.path.isfile(path):
+        fail(f"no database at {path}. {HOW_TO_GET_A_DB}")
+    try:
+        con = sqlite3.connect(f'file:{os.path.abspath(path)}?mode=ro', uri=True)
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        fail(f"{path} is not an SQLite database ({e}). {HOW_TO_GET_A_DB}")
+    missing = {'climbs', 'placements', 'holes', 'layouts', 'product_sizes'} - tables
+    if missing:
+        fail(f"{path} is not an Aurora board database (no table {', '.join(sorted(missing))}). {HOW_TO_GET_A_DB}")
+    return con, tables
+
+
+def read_aurora(spec, path):
+    """Board geometry and one row per (climb, angle) from an Aurora app database."""
+    con, tables = open_aurora(path)
+    layout = con.execute("SELECT name, product_id FROM layouts WHERE id = ?", (spec['layout_id'],)).fetchone()
+    if layout is None:
+        have = [r[0] for r in con.execute("SELECT id FROM layouts")]
+        fail(f"{path} has no layout {spec['layout_id']} (layouts: {have}); set layout_id in the config")
+    size = con.execute("SELECT edge_left, edge_right, edge_bottom, edge_top, name FROM product_sizes WHERE id = ?",
+                       (spec['product_size_id'],)).fetchone()
+    if size is None:
+        fail(f"{path} has no product size {spec['product_size_id']}; set product_size_id in the config")
+    left, right, bottom, top, size_name = size
+    # a hold the board can display: a placement of the layout inside the size, with an LED where
+    # the database lists the size's LEDs
+    query = ("SELECT p.id, h.x, h.y FROM placements p JOIN holes h ON h.id = p.hole_id "
+             "WHERE p.layout_id = ? AND h.x > ? AND h.x < ? AND h.y > ? AND h.y < ?")
+    args = [spec['layout_id'], left, right, bottom, top]
+    if 'leds' in tables and con.execute("SELECT 1 FROM leds WHERE product_size_id = ?", (spec['product_size_id'],)).fetchone():
+        query += " AND p.hole_id IN (SELECT hole_id FROM leds WHERE product_size_id = ?)"
+        args.append(spec['product_size_id'])
+    holds = [tuple(r) for r in con.execute(query + " ORDER BY p.id", args)]
+    if not holds:
+        fail(f"{path}: layout {spec['layout_id']} has no holds on product size {spec['product_size_id']}")
+    if 'placement_roles' in tables:
+        known_roles = {r[0] for r in con.execute("SELECT id FROM placement_roles")}
+        unknown = [r for r in spec['role_ids'].values() if r not in known_roles]
+        if known_roles and unknown:
+            fail(f"{path}: role ids {unknown} are not in placement_roles (have {sorted(known_roles)}); set role_ids")
+
+    # grades: per angle from climb_stats where the database has it, else the per-climb cache
+    per_angle = 'climb_stats' in tables
+    stats = defaultdict(list)
+    if per_angle:
+        for uuid, angle, diff, asc, qual in con.execute(
+                "SELECT climb_uuid, angle, display_difficulty, ascensionist_count, quality_average FROM climb_stats"):
+            stats[uuid].append((angle, diff, asc, qual))
+    elif 'climb_cache_fields' in tables:
+        for uuid, diff, asc, qual in con.execute(
+                "SELECT climb_uuid, display_difficulty, ascensionist_count, quality_average FROM climb_cache_fields"):
+            stats[uuid].append((None, diff, asc, qual))
+    rows = []
+    for uuid, layout_id, frames, frames_count, is_draft, is_listed, setter_angle in con.execute(
+            "SELECT uuid, layout_id, frames, frames_count, is_draft, is_listed, angle FROM climbs ORDER BY uuid"):
+        problem = None
+        if layout_id != spec['layout_id']:
+            problem = 'other layout'
+        elif is_draft or not is_listed:
+            problem = 'draft or unlisted'
+        elif frames_count and frames_count > 1:
+            problem = 'animated (several frames)'
+        # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
+        # counts ascents per angle, and as unknown where it has none
+        for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
+            rows.append(dict(climb_id=uuid, route=frames, angle=angle, difficulty=diff, ascents=asc,
+                             quality=qual, problem=problem))
+    con.close()
+    title = f"{layout[0] or 'layout %d' % spec['layout_id']} {size_name}"
+    return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=title), rows
+
+
+def read_moonboard(spec, path):
+    """MoonBoard problems as scraped from the website: one row per problem, at the board's angle."""
+    if not os.path.isfile(path):
+        fail(f"no MoonBoard problems at {path}: give the problems JSON with --db=PATH")
+    try:
+        with open(path) as f:
+            problems = json.load(f)['problems']
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"{path} is not MoonBoard problem JSON ({e.__class__.__name__}: {e}); expected {{'problems': [...]}}")
+    holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+    rows = []
+    for p in problems:
+        grade = str(p.get('grade', '')).lower()
+        rows.append(dict(climb_id=str(p['site_id']), route=p.get('holds'), angle=spec['angles'][0],
+                         difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
+                         problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
+    edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
+    return dict(holds=holds, edges=edges, angle_known=True, title=spec.get('title', 'MoonBoard')), rows
+
+
+# -----------------------------------------------------------------------------
+# read every board
+t0 = time.time()
+if not boards:
+    fail("no boards configured: run with a config file, e.g. python prepare.py config/kilter.py")
+if db and len(boards) != 1:
+    fail(f"--db names one database, but dataset {dataset} has {len(boards)} boards; set each board's path in the config")
+board_meta, board_rows = [], {}
+for spec in boards:
+    path = os.path.expanduser(db or spec['path'])
+    reader = read_moonboard if spec['format'] == 'moonboard' else read_aurora
+    geometry, rows = reader(spec, path)
+    board_meta.append(dict(
+        name=spec['name'], format=spec['format'], title=spec.get('title') or geometry['title'], source=path,
+        role_codes=dict(spec['role_ids']), holds=geometry['holds'], edges=geometry['edges'],
+        angles=list(spec['angles']), angle_known=geometry['angle_known'],
+        min_start=1, max_start=spec['max_start'], min_finish=1, max_finish=spec['max_finish'],
+        min_holds=min_holds, max_holds=max_holds))
+    board_rows[spec['name']] = rows
+    print(f"read {len(rows):,} rows of {board_meta[-1]['title']} from {path} ({len(geometry['holds'])} holds)")
+
+meta = dict(dataset=dataset, boards=board_meta, grades=[dict(difficulty=d, font=f, v=v) for d, f, v in GRADES],
+            **build_vocab(board_meta))
+grammar = Grammar(meta)
+
+# -----------------------------------------------------------------------------
+# filter: every removed row gets exactly one reason, the first that applies
+kept = []  # (board, split key, row, holds)
+table = {}
+for b in board_meta:
+    name, removed, parsed = b['name'], Counter(), {}
+    for row in board_rows[name]:
+        reason = row['problem']
+        if reason is None:
+            key = (row['climb_id'], str(row['route']))
+            if key not in parsed:  # a climb has one row per angle: parse it once
+                try:
+                    holds = grammar.parse(name, row['route'])
+                    grammar.validate(name, holds)
+                    parsed[key] = holds
+                except RouteError as e:
+                    parsed[key] = e.reason
+            holds = parsed[key]
+            reason = holds if isinstance(holds, str) else None
+        if reason is None and row['angle'] is not None:
+            if row['angle'] not in b['angles']:
+                reason = 'impossible angle'
+            elif not angle_min <= row['angle'] <= angle_max:
+                reason = f'angle outside {angle_min}..{angle_max}'
+        if reason is None and row['difficulty'] is not None and \
+                not MIN_DIFFICULTY - 0.5 <= row['difficulty'] < MAX_DIFFICULTY + 0.5:
+            reason = f'grade outside {FONT[MIN_DIFFICULTY]}..{FONT[MAX_DIFFICULTY]}'
+        if reason is None and row['ascents'] is not None and row['ascents'] < min_ascents:
+            reason = f'fewer than {min_ascents} ascents'
+        if reason is None and row['quality'] is not None and row['quality'] < min_quality:
+            reason = f'quality below {min_quality}'
+        if reason:
+            removed[reason] += 1
+        else:
+            kept.append((name, row, holds))
+    table[name] = dict(read=len(board_rows[name]), removed=dict(removed))
+
+# -----------------------------------------------------------------------------
+# split by climb: all angles of a climb, and all climbs with the same holds, share a split
+group_id = {}
+for name, row, holds in kept:
+    k = (name, frozenset(holds))
+    group_id[k] = min(group_id.get(k, row['climb_id']), row['climb_id'])
+split_rows = {s: [] for s in SPLITS}
+for name, row, holds in kept:
+    split_rows[split_of(f"{name}:{group_id[(name, frozenset(holds))]}")].append((name, row, holds))
+
+os.makedirs(os.path.join(data_root, dataset), exist_ok=True)
+meta['splits'] = {}
+lengths = []
+for split, items in split_rows.items():
+    items.sort(key=lambda it: (it[0], it[1]['climb_id'], -1 if it[1]['angle'] is None else it[1]['angle']))
+    tokens, arrays = [], defaultdict(list)
+    for name, row, holds in items:
+        arrays['offset'].append(len(tokens))
+        seq = grammar.encode(name, row['angle'], row['difficulty'], holds)
+        tokens.extend(seq)
+        lengths.append(len(seq))
+        arrays['board'].append(name)
+        arrays['angle'].append(row['angle'])
+        arrays['difficulty'].append(None if row['difficulty'] is None else float(row['difficulty']))
+        arrays['ascents'].append(row['ascents'])
+        arrays['quality'].append(row['quality'])
+        arrays['climb_id'].append(row['climb_id'])
+    arrays['offset'].append(len(tokens))  # end sentinel: route i is tokens[offset[i]:offset[i+1]]
+    assert len(grammar.itos) < 2 ** 16
+    path = os.path.join(data_root, dataset, f'{split}.bin')
+    np.array(tokens, dtype=np.uint16).tofile(path + '.tmp')
+    os.replace(path + '.tmp', path)
+    meta['splits'][split] = dict(arrays)
+    for name, row, holds in items:
+        table[name].setdefault(split, 0)
+        table[name][split] += 1
+meta['block_size'] = max(lengths) if lengths else max_holds + 4
+meta['filters'] = dict(angle_min=angle_min, angle_max=angle_max, min_ascents=min_ascents,
+                       min_quality=min_quality, min_holds=min_holds, max_holds=max_holds)
+meta['table'] = table
+import pickle  # noqa: E402  (only plain values go in, so routes.load_meta can refuse every class)
+path = os.path.join(data_root, dataset, 'meta.pkl')
+with open(path + '.tmp', 'wb') as f:
+    pickle.dump(meta, f)
+os.replace(path + '.tmp', path)
+
+# -----------------------------------------------------------------------------
+# the report: nothing removed goes uncounted
+print(f"\n{'':36}" + ''.join(f"{b['name']:>12}" for b in board_meta))
+print(f"{'rows read':36}" + ''.join(f"{table[b['name']]['read']:>12,}" for b in board_meta))
+reasons = sorted({r for t in table.values() for r in t['removed']})
+for r in reasons:
+    print(f"{'  removed: ' + r:36}" + ''.join(f"{table[b['name']]['removed'].get(r, 0):>12,}" for b in board_meta))
+print(f"{'rows kept':36}" + ''.join(f"{sum(table[b['name']].get(s, 0) for s in SPLITS):>12,}" for b in board_meta))
+for s in SPLITS:
+    print(f"{'  ' + s:36}" + ''.join(f"{table[b['name']].get(s, 0):>12,}" for b in board_meta))
+ungraded = Counter(n for n, row, _ in kept if row['difficulty'] is None)
+if ungraded:
+    print(f"{'  kept without a grade (<grade:?>)':36}" + ''.join(f"{ungraded[b['name']]:>12,}" for b in board_meta))
+no_angle = Counter(n for n, row, _ in kept if row['angle'] is None)
+if no_angle:
+    print(f"{'  kept without an angle (<angle:?>)':36}" + ''.join(f"{no_angle[b['name']]:>12,}" for b in board_meta))
+groups = Counter(n for (n, _), _c in Counter((n, frozenset(h)) for n, _, h in kept).items())
+print(f"{'  distinct hold sets':36}" + ''.join(f"{groups[b['name']]:>12,}" for b in board_meta))
+kinds = Counter(meta['kind'])
+print(f"\nvocabulary: {len(meta['itos']):,} tokens ({kinds['hold']:,} hold-and-role, {kinds['board']} board, "
+      f"{kinds['angle']} angle, {kinds['grade']} grade, pad, end)")
+if lengths:
+    q = np.percentile(lengths, [0, 50, 90, 99, 100]).astype(int)
+    print(f"sequence length (tokens, incl. 3 conditioning + end): min {q[0]}, median {q[1]}, p90 {q[2]}, "
+          f"p99 {q[3]}, max {q[4]}; block_size {meta['block_size']}")
+print(f"wrote {os.path.join(data_root, dataset)}/{{train,val,test}}.bin and meta.pkl in {time.time() - t0:.1f}s")

@@ -1,0 +1,367 @@
+"""
+The route grammar: the one place that knows what a climbing-board route is.
+
+A route is a set of holds on one board, each with a role (start, middle, finish, foot), set at an
+angle and graded. This module turns the boards' native route strings into tokens and back, parses
+grades, and decides what is valid. prepare.py, sample.py, the trainers and evaluate.py all go
+through it, so the rules cannot drift apart.
+
+Route strings
+- Aurora boards (Kilter, Tension): the app's frames string, `p<placement id>r<role id>` repeated,
+  e.g. `p1145r12p1146r13p1200r14`. Role ids are board-specific (Kilter 12..15, Tension 2 5..8).
+- MoonBoard: `SH:C5,E6/IH:E8,F11/FH:D18` (start, intermediate, finish holds, as on the
+  MoonBoard website), or the website's JSON dict {"SH": [...], "IH": [...], "FH": [...]}.
+
+Tokens (one sequence per route and angle)
+    <board> <angle> <grade> hold hold ... hold <end>
+One token per hold-and-role (not a hold token followed by a role token): sequences are half as
+long, and every decoding step is one complete decision that the grammar can check on its own.
+Holds come in canonical order: by role (start, middle, finish, foot), then bottom to top (y),
+then left to right (x). Role first means a prompt of start holds is already a prefix of the
+route, and bottom to top keeps consecutive hands close on the wall. The order is strict, so a
+decoder that only emits holds ranked above the last one can never emit a hold twice with the same
+role, and every route has exactly one token sequence.
+
+Grades: the Aurora app difficulty, 10..33 = Font 4a..8c+ = V0..V16, rounded to an integer for the
+grade token (Font resolution); the continuous value is kept beside the tokens for the grade model.
+MoonBoard Font grades map onto the same scale. Unknown angle and unknown grade have tokens of
+their own (Tension Board 2 databases carry no angle, and many of their climbs no grade).
+"""
+
+import hashlib
+import pickle
+import re
+
+ROLES = ('start', 'middle', 'finish', 'foot')  # canonical order of roles within a route
+ROLE_COLORS = {'start': '#00dd00', 'middle': '#00c8ff', 'finish': '#ff00ff', 'foot': '#ffa500'}
+MOONBOARD_ROLES = {'SH': 'start', 'IH': 'middle', 'FH': 'finish'}  # website keys -> roles
+MOONBOARD_COLUMNS = 'ABCDEFGHIJK'
+MOONBOARD_ROWS = 18
+
+# (app difficulty, Font, V): the Aurora apps' difficulty_grades rows 10..33 (boulder_name 'Font/V')
+GRADES = [
+    (10, '4a', 'V0'), (11, '4b', 'V0'), (12, '4c', 'V0'), (13, '5a', 'V1'), (14, '5b', 'V1'),
+    (15, '5c', 'V2'), (16, '6a', 'V3'), (17, '6a+', 'V3'), (18, '6b', 'V4'), (19, '6b+', 'V4'),
+    (20, '6c', 'V5'), (21, '6c+', 'V5'), (22, '7a', 'V6'), (23, '7a+', 'V7'), (24, '7b', 'V8'),
+    (25, '7b+', 'V8'), (26, '7c', 'V9'), (27, '7c+', 'V10'), (28, '8a', 'V11'), (29, '8a+', 'V12'),
+    (30, '8b', 'V13'), (31, '8b+', 'V14'), (32, '8c', 'V15'), (33, '8c+', 'V16'),
+]
+MIN_DIFFICULTY, MAX_DIFFICULTY = GRADES[0][0], GRADES[-1][0]
+FONT = {d: f for d, f, _ in GRADES}
+V_GRADE = {d: v for d, _, v in GRADES}
+FONT_TO_DIFFICULTY = {f: d for d, f, _ in GRADES}
+
+PAD, END = 0, 1  # token ids shared by every vocabulary
+SPLITS = ('train', 'val', 'test')
+
+
+class RouteError(ValueError):
+    """Bad user or data input; the message is one line that names the problem, and `reason` is a
+    short category that prepare.py counts rows under."""
+
+    def __init__(self, message, reason='invalid route'):
+        super().__init__(message)
+        self.reason = reason
+
+
+# -----------------------------------------------------------------------------
+# grades
+
+def parse_grade(text):
+    """'V5', '6c+', '7A', '20' or '20.4' -> the app difficulties it covers, lowest first.
+    A V grade covers several Font grades (V5 = 6c, 6c+); a number is rounded to its Font grade."""
+    s = str(text).strip()
+    try:
+        value = float(s)
+    except ValueError:
+        value = None
+    if value is not None:
+        d = int(round(value))
+        if not MIN_DIFFICULTY <= d <= MAX_DIFFICULTY:
+            raise RouteError(f"grade {s} is out of range: app difficulties run "
+                             f"{MIN_DIFFICULTY}..{MAX_DIFFICULTY} ({FONT[MIN_DIFFICULTY]}..{FONT[MAX_DIFFICULTY]})", 'grade out of range')
+        return [d]
+    if s[:1] in 'vV':
+        ds = [d for d, _, v in GRADES if v.lower() == s.lower()]
+        if not ds:
+            raise RouteError(f"grade {s!r} is out of range: V grades run V0..V16", 'grade out of range')
+        return ds
+    if s.lower() in FONT_TO_DIFFICULTY:
+        return [FONT_TO_DIFFICULTY[s.lower()]]
+    if re.fullmatch(r'[1-9][abcABC]\+?', s):
+        raise RouteError(f"grade {s!r} is out of range: Font grades run {FONT[MIN_DIFFICULTY]}..{FONT[MAX_DIFFICULTY]}", 'grade out of range')
+    raise RouteError(f"unknown grade {s!r}: give a V grade (V5), a Font grade (6c+) "
+                     f"or an app difficulty ({MIN_DIFFICULTY}..{MAX_DIFFICULTY})", 'unknown grade')
+
+
+def grade_name(difficulty):
+    """Continuous difficulty -> 'Font/V' of its Font grade, e.g. 20.4 -> '6c/V5'."""
+    if difficulty is None:
+        return '?'
+    d = min(max(int(round(difficulty)), MIN_DIFFICULTY), MAX_DIFFICULTY)
+    return f'{FONT[d]}/{V_GRADE[d]}'
+
+
+# -----------------------------------------------------------------------------
+# vocabulary
+
+def build_vocab(boards):
+    """The token vocabulary of a dataset: every hold of every board in every role the board has,
+    so that any route a board can display can be written, seen in training or not."""
+    itos, kind = ['<pad>', '<end>'], ['pad', 'end']
+    hold_board, hold_placement, hold_role, hold_x, hold_y, hold_rank = ([None, None] for _ in range(6))
+
+    def add(name, k, board=None, placement=None, role=None, x=None, y=None, rank=None):
+        itos.append(name)
+        kind.append(k)
+        for column, value in zip((hold_board, hold_placement, hold_role, hold_x, hold_y, hold_rank),
+                                 (board, placement, role, x, y, rank)):
+            column.append(value)
+
+    for b in boards:
+        add(f'<board:{b["name"]}>', 'board', board=b['name'])
+    angles = sorted({a for b in boards for a in b['angles']})
+    for a in angles + [None]:
+        add(f'<angle:{"?" if a is None else a}>', 'angle')
+    for d, f, v in GRADES:
+        add(f'<grade:{f}>', 'grade')
+    add('<grade:?>', 'grade')
+    for b in boards:
+        codes = b['role_codes']
+        order = sorted(b['holds'], key=lambda h: (h[2], h[1]))  # bottom to top, then left to right
+        for ri, role in enumerate(ROLES):
+            if role not in codes:
+                continue
+            for hi, (placement, x, y) in enumerate(order):
+                add(hold_name(b, placement, codes[role]), 'hold', b['name'], placement, role, x, y,
+                    ri * len(order) + hi)
+    return dict(itos=itos, kind=kind, hold_board=hold_board, hold_placement=hold_placement,
+                hold_role=hold_role, hold_x=hold_x, hold_y=hold_y, hold_rank=hold_rank,
+                angles=angles)
+
+
+def hold_name(board, placement, code):
+    if board['format'] == 'moonboard':
+        return f'{board["name"]}:{code}:{placement}'
+    return f'{board["name"]}:p{placement}r{code}'
+
+
+# -----------------------------------------------------------------------------
+# the grammar over one dataset's vocabulary
+
+class Grammar:
+    """Route strings <-> holds <-> tokens, and validity, for the boards of one meta.pkl."""
+
+    def __init__(self, meta):
+        self.meta = meta
+        self.boards = {b['name']: b for b in meta['boards']}
+        self.itos = meta['itos']
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.vocab_size = len(self.itos)
+        self.kind = meta['kind']
+        self.board_token = {b: self.stoi[f'<board:{b}>'] for b in self.boards}
+        self.angle_token = {a: self.stoi[f'<angle:{a}>'] for a in meta['angles']}
+        self.angle_token[None] = self.stoi['<angle:?>']
+        self.grade_token = {d: self.stoi[f'<grade:{f}>'] for d, f, _ in GRADES}
+        self.grade_token[None] = self.stoi['<grade:?>']
+        self.token_angle = {t: a for a, t in self.angle_token.items()}
+        self.token_grade = {t: d for d, t in self.grade_token.items()}
+        self.token_board = {t: b for b, t in self.board_token.items()}
+        self.hold_token = {}  # (board, placement, role) -> token
+        for t, k in enumerate(self.kind):
+            if k == 'hold':
+                self.hold_token[(meta['hold_board'][t], meta['hold_placement'][t], meta['hold_role'][t])] = t
+        self.xy = {b: {p: (x, y) for p, x, y in self.boards[b]['holds']} for b in self.boards}
+
+    def board(self, name):
+        if name not in self.boards:
+            raise RouteError(f"unknown board {name!r}: this dataset has {', '.join(self.boards)}")
+        return self.boards[name]
+
+    # route strings -------------------------------------------------------------
+
+    def parse(self, board_name, route):
+        """A route string (or MoonBoard holds dict) -> [(placement, role)] in canonical order.
+        Checks that every hold exists on the board, that roles belong to the board and that no hold
+        repeats; the counting rules are validate()'s job, so partial routes (prompts) parse too."""
+        board = self.board(board_name)
+        if board['format'] == 'moonboard':
+            holds = self._parse_moonboard(board, route)
+        else:
+            holds = self._parse_frames(board, route)
+        seen = set()
+        for placement, _ in holds:
+            if placement in seen:
+                raise RouteError(f"hold {self._placement_name(board, placement)} appears twice in the route", 'duplicated hold')
+            seen.add(placement)
+        return self.canonical(board_name, holds)
+
+    def _parse_frames(self, board, frames):
+        if not isinstance(frames, str):
+            raise RouteError(f"frames must be a string like p1145r12p1146r13, got {type(frames).__name__}", 'malformed route string')
+        s = frames.strip()
+        m = re.fullmatch(r'(?:p\d+r\d+)+', s)
+        if not m:
+            bad = re.sub(r'^(?:p\d+r\d+)*', '', s)[:20] if s else ''
+            where = f" at {bad!r}" if bad else " (empty)"
+            raise RouteError(f"malformed frames string{where}: expected p<placement>r<role> repeated, "
+                             f"e.g. p1145r12p1146r13", 'malformed route string')
+        roles = {code: role for role, code in board['role_codes'].items()}
+        holds = []
+        for p, r in re.findall(r'p(\d+)r(\d+)', s):
+            p, r = int(p), int(r)
+            if p not in self.xy[board['name']]:
+                raise RouteError(f"unknown placement p{p}: not a hold of {board['title']}", 'hold not on the board')
+            if r not in roles:
+                allowed = ', '.join(f'r{c} {role}' for role, c in board['role_codes'].items())
+                raise RouteError(f"role r{r} of p{p} is not a role of {board['title']} (roles: {allowed})", 'role not on the board')
+            holds.append((p, roles[r]))
+        return holds
+
+    def _parse_moonboard(self, board, route):
+        if isinstance(route, dict):
+            groups = route.items()
+        elif isinstance(route, str) and route.strip():
+            groups = []
+            for part in route.strip().split('/'):
+                key, sep, names = part.partition(':')
+                if not sep:
+                    raise RouteError(f"malformed MoonBoard route at {part!r}: expected e.g. SH:C5,E6/IH:E8/FH:D18", 'malformed route string')
+                groups.append((key.strip(), [n for n in names.split(',') if n.strip()]))
+        else:
+            raise RouteError("malformed MoonBoard route: expected e.g. SH:C5,E6/IH:E8/FH:D18", 'malformed route string')
+        holds = []
+        for key, names in groups:
+            if key.upper() not in MOONBOARD_ROLES:
+                raise RouteError(f"role {key!r} is not a MoonBoard role (SH start, IH intermediate, FH finish)", 'role not on the board')
+            for name in names:
+                name = str(name).strip().upper()
+                if name not in self.xy[board['name']]:
+                    raise RouteError(f"unknown hold {name!r}: MoonBoard holds are A..K and 1..18, e.g. D18", 'hold not on the board')
+                holds.append((name, MOONBOARD_ROLES[key.upper()]))
+        return holds
+
+    def _placement_name(self, board, placement):
+        return placement if board['format'] == 'moonboard' else f'p{placement}'
+
+    def format(self, board_name, holds):
+        """[(placement, role)] -> the board's route string (frames, or MoonBoard SH/IH/FH form)."""
+        board = self.board(board_name)
+        holds = self.canonical(board_name, holds)
+        codes = board['role_codes']
+        if board['format'] == 'moonboard':
+            groups = [f'{code}:' + ','.join(p for p, r in holds if r == role)
+                      for role, code in codes.items() if any(r == role for _, r in holds)]
+            return '/'.join(groups)
+        return ''.join(f'p{p}r{codes[r]}' for p, r in sorted(holds))  # the apps sort frames by placement
+
+    def canonical(self, board_name, holds):
+        xy = self.xy[board_name]
+        return sorted(holds, key=lambda h: (ROLES.index(h[1]), xy[h[0]][1], xy[h[0]][0]))
+
+    # validity --------------------------------------------------------------------
+
+    def validate(self, board_name, holds):
+        """Raise RouteError unless the holds make a complete route the board allows."""
+        b = self.board(board_name)
+        placements = [p for p, _ in holds]
+        if len(set(placements)) != len(placements):
+            dup = next(p for p in placements if placements.count(p) > 1)
+            raise RouteError(f"hold {self._placement_name(b, dup)} appears twice in the route", 'duplicated hold')
+        for p, r in holds:
+            if p not in self.xy[board_name]:
+                raise RouteError(f"unknown placement {self._placement_name(b, p)}: not a hold of {b['title']}", 'hold not on the board')
+            if r not in b['role_codes']:
+                raise RouteError(f"role {r} is not a role of {b['title']}", 'role not on the board')
+        count = {r: sum(1 for _, role in holds if role == r) for r in ROLES}
+        for role in ('start', 'finish'):
+            lo, hi = b[f'min_{role}'], b[f'max_{role}']
+            if not lo <= count[role] <= hi:
+                raise RouteError(f"route has {count[role]} {role} holds; {b['title']} routes have {lo}..{hi}",
+                                 f"{'no' if count[role] < lo else 'too many'} {role} holds")
+        if not b['min_holds'] <= len(holds) <= b['max_holds']:
+            raise RouteError(f"route has {len(holds)} holds; routes here have {b['min_holds']}..{b['max_holds']}",
+                             f"fewer than {b['min_holds']} holds" if len(holds) < b['min_holds'] else f"more than {b['max_holds']} holds")
+
+    def check_angle(self, board_name, angle):
+        """An angle for this board (None = unknown, only where the board's data has no angles)."""
+        b = self.board(board_name)
+        if angle is None:
+            if b['angle_known']:
+                raise RouteError(f"{b['title']} routes need an angle: one of {_angle_list(b['angles'])}")
+            return None
+        try:
+            a = int(angle)
+        except (TypeError, ValueError):
+            raise RouteError(f"angle {angle!r} is not a number") from None
+        if b['angle_known'] and a not in b['angles']:
+            raise RouteError(f"angle {angle} is impossible on {b['title']}: use one of {_angle_list(b['angles'])}",
+                             'impossible angle')
+        if not b['angle_known']:
+            return None  # the data cannot say anything about angles on this board
+        return a
+
+    # tokens --------------------------------------------------------------------
+
+    def encode(self, board_name, angle, difficulty, holds):
+        """A route -> its token ids: <board> <angle> <grade> holds (canonical order) <end>."""
+        grade = None if difficulty is None else min(max(int(round(difficulty)), MIN_DIFFICULTY), MAX_DIFFICULTY)
+        head = [self.board_token[board_name], self.angle_token[angle], self.grade_token[grade]]
+        return head + [self.hold_token[(board_name, p, r)] for p, r in self.canonical(board_name, holds)] + [END]
+
+    def prefix(self, board_name, angle, grade):
+        """Conditioning tokens for generation; grade is an integer difficulty or None."""
+        return [self.board_token[board_name], self.angle_token[angle], self.grade_token[grade]]
+
+    def decode(self, tokens):
+        """Token ids -> dict(board, angle, grade, holds). Raises RouteError on a malformed sequence."""
+        tokens = [int(t) for t in tokens]
+        if len(tokens) < 4 or tokens[0] not in self.token_board or tokens[1] not in self.token_angle \
+                or tokens[2] not in self.token_grade or tokens[-1] != END:
+            raise RouteError(f"malformed token sequence: expected <board> <angle> <grade> holds <end>")
+        board = self.token_board[tokens[0]]
+        holds, last_rank = [], -1
+        for t in tokens[3:-1]:
+            if self.kind[t] != 'hold' or self.meta['hold_board'][t] != board:
+                raise RouteError(f"token {self.itos[t]} is not a hold of board {board}")
+            if self.meta['hold_rank'][t] <= last_rank:
+                raise RouteError(f"token {self.itos[t]} is out of canonical order")
+            last_rank = self.meta['hold_rank'][t]
+            holds.append((self.meta['hold_placement'][t], self.meta['hold_role'][t]))
+        return dict(board=board, angle=self.token_angle[tokens[1]], grade=self.token_grade[tokens[2]], holds=holds)
+
+
+def _angle_list(angles):
+    steps = {b - a for a, b in zip(angles, angles[1:])}
+    if len(angles) > 2 and len(steps) == 1:
+        return f'{angles[0]}..{angles[-1]} in steps of {steps.pop()}'
+    return ', '.join(map(str, angles))
+
+
+# -----------------------------------------------------------------------------
+# splits and safe loading
+
+def split_of(key, fractions=(0.90, 0.05, 0.05)):
+    """Deterministic split of a climb from a hash of its key, so every angle of a climb (and every
+    climb sharing its holds, when the key is the group's) lands in the same split."""
+    h = int.from_bytes(hashlib.sha256(b'boardgpt-split:' + key.encode()).digest()[:8], 'big') / 2 ** 64
+    edge = 0.0
+    for name, frac in zip(SPLITS, fractions):
+        edge += frac
+        if h < edge:
+            return name
+    return SPLITS[-1]
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):  # meta.pkl holds only plain Python values: refuse any class
+        raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain values are allowed")
+
+
+def load_meta(path):
+    """Load meta.pkl without executing anything in it (it may come from someone else)."""
+    try:
+        with open(path, 'rb') as f:
+            return _PlainUnpickler(f).load()
+    except FileNotFoundError:
+        raise RouteError(f"no {path}: run `python prepare.py <config>` first") from None

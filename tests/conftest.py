@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'data')  # real data, where CI has it
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fixtures import make_aurora_db, make_moonboard_json  # noqa: E402
+
+
+def run(*args, check=True):
+    """Run a boardgpt script from the repo root, as a user would."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def shared(name):
+    path = os.path.join(SHARED, name)
+    if not os.path.exists(path):
+        pytest.skip(f'no {path}')
+    return path
+
+
+@pytest.fixture(scope='session')
+def tiny(tmp_path_factory):
+    """The tiny board prepared once: (data_root, expected kept rows, planted removals)."""
+    root = tmp_path_factory.mktemp('tiny')
+    db = str(root / 'tiny.db')
+    expected, removed = make_aurora_db(db)
+    proc = run('prepare.py', 'config/tiny.py', f'--db={db}', f'--data_root={root}')
+    return dict(root=str(root), db=db, expected=expected, removed=removed, stdout=proc.stdout)

@@ -1,0 +1,198 @@
+"""
+Tiny boards of our own for the tests: an Aurora database in the app's schema (the tables and
+columns prepare.py reads, with the apps' names and types) and MoonBoard problem JSON. Each
+builder returns what a correct prepare.py must keep, worked out here from how the fixture was
+made rather than with prepare.py's own code.
+"""
+
+import json
+import random
+import sqlite3
+
+from routes import GRADES
+
+AURORA_SCHEMA = """
+CREATE TABLE products (id INT UNSIGNED NOT NULL PRIMARY KEY, name TEXT NULL, is_listed BOOLEAN NULL,
+    password TEXT NULL DEFAULT NULL, min_count_in_frame INT UNSIGNED NULL, max_count_in_frame INT UNSIGNED NULL);
+CREATE TABLE product_sizes (id INT UNSIGNED NOT NULL PRIMARY KEY, product_id INT UNSIGNED NOT NULL,
+    edge_left INT NOT NULL, edge_right INT NOT NULL, edge_bottom INT NOT NULL, edge_top INT NOT NULL,
+    name TEXT NOT NULL, description TEXT NOT NULL, image_filename TEXT NULL, position INT UNSIGNED NULL,
+    is_listed BOOLEAN NULL);
+CREATE TABLE layouts (id INT UNSIGNED NOT NULL PRIMARY KEY, product_id INT UNSIGNED NOT NULL, name TEXT NULL,
+    instagram_caption TEXT NULL, is_mirrored BOOLEAN NULL, is_listed BOOLEAN NULL, password TEXT NULL,
+    created_at TEXT NULL);
+CREATE TABLE holes (id INT UNSIGNED NOT NULL PRIMARY KEY, product_id INT UNSIGNED NOT NULL, name TEXT NULL,
+    x INT NOT NULL, y INT NOT NULL, mirrored_hole_id INT UNSIGNED NULL, mirror_group INT UNSIGNED NULL DEFAULT 0);
+CREATE TABLE placements (id INT UNSIGNED NOT NULL PRIMARY KEY, layout_id INT UNSIGNED NOT NULL,
+    hole_id INT UNSIGNED NOT NULL, set_id INT UNSIGNED NOT NULL, default_placement_role_id INT UNSIGNED NULL);
+CREATE TABLE placement_roles (id INT UNSIGNED NOT NULL PRIMARY KEY, product_id INT UNSIGNED NOT NULL,
+    position INT UNSIGNED NOT NULL, name TEXT NOT NULL, full_name TEXT NOT NULL, led_color TEXT NULL,
+    screen_color TEXT NULL);
+CREATE TABLE leds (id INT UNSIGNED NOT NULL PRIMARY KEY, product_size_id INT UNSIGNED NOT NULL,
+    hole_id INT UNSIGNED NOT NULL, position INT UNSIGNED NOT NULL);
+CREATE TABLE difficulty_grades (difficulty INT UNSIGNED NOT NULL PRIMARY KEY, boulder_name TEXT NOT NULL,
+    route_name TEXT NOT NULL, is_listed BOOLEAN NOT NULL);
+CREATE TABLE climbs (uuid TEXT NOT NULL PRIMARY KEY, layout_id INT UNSIGNED NOT NULL, setter_id INT UNSIGNED NULL,
+    setter_username TEXT NULL, name TEXT NULL, description TEXT NULL DEFAULT '', hsm INT UNSIGNED NULL,
+    edge_left INT NULL, edge_right INT NULL, edge_bottom INT NULL, edge_top INT NULL, angle INT NULL,
+    frames_count INT UNSIGNED NOT NULL DEFAULT 1, frames_pace INT UNSIGNED NOT NULL DEFAULT 0,
+    frames TEXT NOT NULL, is_draft BOOLEAN NOT NULL DEFAULT 0, is_listed BOOLEAN NOT NULL, created_at TEXT NULL);
+"""
+CLIMB_STATS = """CREATE TABLE climb_stats (climb_uuid TEXT NOT NULL, angle INT UNSIGNED NOT NULL,
+    display_difficulty FLOAT UNSIGNED NOT NULL, benchmark_difficulty FLOAT UNSIGNED NULL,
+    ascensionist_count INT UNSIGNED NOT NULL, difficulty_average FLOAT UNSIGNED NOT NULL,
+    quality_average FLOAT UNSIGNED NULL, fa_username TEXT NULL, fa_at TEXT NULL, PRIMARY KEY (climb_uuid, angle));"""
+CLIMB_CACHE_FIELDS = """CREATE TABLE climb_cache_fields (climb_uuid TEXT NOT NULL PRIMARY KEY,
+    ascensionist_count INT UNSIGNED NULL, display_difficulty FLOAT UNSIGNED NULL, quality_average FLOAT UNSIGNED NULL);"""
+
+ROLE_IDS = dict(start=12, middle=13, finish=14, foot=15)
+COLUMNS, ROWS = 6, 8  # the tiny board: a 6 x 8 grid on the apps' 4-unit lattice, 8 units apart
+ANGLES = list(range(20, 55, 5))
+
+
+def grid():
+    """(placement id, hole id, x, y) of the tiny board's holes, the board's own first."""
+    return [(1000 + i, 1 + i, 8 + 8 * (i % COLUMNS), 8 + 8 * (i // COLUMNS)) for i in range(COLUMNS * ROWS)]
+
+
+def random_route(rng, board):
+    """A valid route on the grid: 1-2 starts low, 2-6 hands, 1-2 finishes on top, 0-4 feet."""
+    by_row = {}
+    for p, _, x, y in board:
+        by_row.setdefault(y, []).append(p)
+    rows = sorted(by_row)
+    low = [p for y in rows[:3] for p in by_row[y]]
+    top = by_row[rows[-1]]
+    mid = [p for y in rows[2:-1] for p in by_row[y]]
+    starts = rng.sample(low, rng.randint(1, 2))
+    finishes = rng.sample(top, rng.randint(1, 2))
+    free = [p for p in mid if p not in starts]
+    hands = rng.sample(free, rng.randint(2, 6))
+    feet_pool = sorted({p for p in low + mid if p not in starts and p not in hands})
+    feet = rng.sample(feet_pool, rng.randint(0, 4))
+    return [(p, 'start') for p in starts] + [(p, 'middle') for p in hands] + \
+        [(p, 'finish') for p in finishes] + [(p, 'foot') for p in feet]
+
+
+def frames_of(holds):
+    return ''.join(f'p{p}r{ROLE_IDS[r]}' for p, r in sorted(holds))
+
+
+def make_aurora_db(path, n_climbs=160, seed=0, per_angle=True):
+    """Write a tiny Kilter-like database. Returns (expected, removed): expected maps
+    (climb uuid, angle) -> (sorted holds, difficulty) for every row a correct prepare.py keeps
+    with default filters (min_ascents=1, 3..40 holds, angles 20..50), and removed counts the rows
+    planted to be removed, by prepare.py's reason."""
+    rng = random.Random(seed)
+    con = sqlite3.connect(path)
+    con.executescript(AURORA_SCHEMA + (CLIMB_STATS if per_angle else CLIMB_CACHE_FIELDS))
+    con.execute("INSERT INTO products (id, name) VALUES (1, 'Tiny Board')")
+    con.execute("INSERT INTO product_sizes VALUES (10, 1, 0, 56, 0, 72, '6 x 8', 'Tiny', NULL, 1, 1)")
+    con.execute("INSERT INTO layouts (id, product_id, name) VALUES (1, 1, 'Tiny Layout'), (2, 1, 'Other Layout')")
+    board = grid()
+    outside = (2000, 900, 100, 8)  # a placement of the layout outside the product size
+    no_led = board[0]  # inside the size, but the size has no LED for it: not displayable
+    for p, h, x, y in board + [outside]:
+        con.execute("INSERT INTO holes (id, product_id, x, y) VALUES (?, 1, ?, ?)", (h, x, y))
+        con.execute("INSERT INTO placements VALUES (?, 1, ?, 1, NULL)", (p, h))
+        con.execute("INSERT INTO placements VALUES (?, 2, ?, 1, NULL)", (p + 5000, h))
+    for i, (p, h, x, y) in enumerate(board[1:] + [outside]):
+        con.execute("INSERT INTO leds VALUES (?, 10, ?, ?)", (i + 1, h, i))
+    for name, rid in ROLE_IDS.items():
+        con.execute("INSERT INTO placement_roles VALUES (?, 1, ?, ?, ?, NULL, NULL)", (rid, rid - 11, name, name.title()))
+    for d, font, v in GRADES:
+        con.execute("INSERT INTO difficulty_grades VALUES (?, ?, '', 1)", (d, f'{font}/{v}'))
+
+    board = board[1:]  # the displayable holds
+    expected, removed = {}, {}
+
+    def climb(uuid, frames, layout=1, draft=0, listed=1, stats=(), setter_angle=None):
+        con.execute("INSERT INTO climbs (uuid, layout_id, frames, is_draft, is_listed, angle) VALUES (?, ?, ?, ?, ?, ?)",
+                    (uuid, layout, frames, draft, listed, setter_angle))
+        for angle, diff, asc in stats:
+            if per_angle:
+                con.execute("INSERT INTO climb_stats (climb_uuid, angle, display_difficulty, ascensionist_count, "
+                            "difficulty_average, quality_average) VALUES (?, ?, ?, ?, ?, ?)",
+                            (uuid, angle, diff, asc, diff, 2.5))
+            else:
+                con.execute("INSERT INTO climb_cache_fields VALUES (?, ?, ?, ?)", (uuid, asc, diff, 2.5))
+
+    for i in range(n_climbs):
+        uuid = f'{i:032X}'
+        holds = random_route(rng, board)
+        angles = sorted(rng.sample(ANGLES, rng.randint(1, 3))) if per_angle else [None]
+        stats = [(a, round(rng.uniform(10, 33), 2), rng.randint(1, 30)) for a in angles]
+        climb(uuid, frames_of(holds), stats=stats)
+        for a, diff, _ in stats:
+            expected[(uuid, a)] = (sorted(holds), diff)
+
+    good = frames_of(random_route(rng, board))
+    planted = [  # (reason, frames, climb kwargs)
+        ('malformed route string', 'p1001r12p10', {}),
+        ('hold not on the board', 'p1001r12p1013r13p1040r14p9999r13', {}),  # unknown placement
+        ('hold not on the board', 'p1001r12p1013r13p1040r14p2000r13', {}),  # outside the size
+        ('hold not on the board', f'p{no_led[0]}r12p1013r13p1040r14', {}),  # no LED on this size
+        ('duplicated hold', 'p1001r12p1001r13p1013r13p1040r14', {}),
+        ('role not on the board', 'p1001r12p1013r99p1040r14', {}),
+        ('no start holds', 'p1013r13p1020r13p1040r14', {}),
+        ('no finish holds', 'p1001r12p1013r13p1020r13', {}),
+        ('too many start holds', 'p1001r12p1002r12p1003r12p1013r13p1040r14', {}),
+        ('fewer than 3 holds', 'p1001r12p1040r14', {}),
+        ('other layout', good, dict(layout=2)),
+        ('draft or unlisted', good, dict(draft=1)),
+        ('draft or unlisted', good, dict(listed=0)),
+    ]
+    for j, (reason, frames, kwargs) in enumerate(planted):
+        stat = (30, 20.0, 5) if per_angle else (None, 20.0, 5)
+        climb(f'BAD{j:029X}', frames, stats=[stat], **kwargs)
+        removed[reason] = removed.get(reason, 0) + 1
+    if per_angle:  # rows removed by filters on the stats rather than the holds
+        climb('F' * 32, good, stats=[(72, 20.0, 5)])
+        removed['impossible angle'] = 1
+        climb('E' * 32, good, stats=[(30, 20.0, 5), (35, 40.0, 5)])  # one good row, one off the grade scale
+        expected[('E' * 32, 30)] = (sorted(_parse(good)), 20.0)
+        removed['grade outside 4a..8c+'] = 1
+        climb('D' * 32, good, stats=[], setter_angle=30)  # never logged: 0 ascents
+        removed['fewer than 1 ascents'] = 1
+    con.commit()
+    con.close()
+    return expected, removed
+
+
+def _parse(frames):
+    roles = {v: k for k, v in ROLE_IDS.items()}
+    out = []
+    for part in frames.split('p')[1:]:
+        p, r = part.split('r')
+        out.append((int(p), roles[int(r)]))
+    return out
+
+
+def make_moonboard_json(path, n_problems=120, seed=0):
+    """MoonBoard problems in the website's JSON form. Returns (expected, removed) like make_aurora_db:
+    expected maps site_id -> (sorted holds, difficulty)."""
+    rng = random.Random(seed)
+    cols = 'ABCDEFGHIJK'
+    fonts = {'6b+': 19, '6c': 20, '7a': 22, '7b+': 25, '8a': 28}
+    problems, expected = [], {}
+    for i in range(n_problems):
+        names = rng.sample([f'{c}{r}' for c in cols for r in range(1, 18)], rng.randint(4, 9))
+        top = rng.sample([f'{c}18' for c in cols], rng.randint(1, 2))
+        n_start = rng.randint(1, 2)
+        sh, ih = names[:n_start], names[n_start:]
+        grade = rng.choice(list(fonts))
+        problems.append(dict(holds_setup=['Hold Set A 2016'], name=f'p{i}', author='test', grade=grade,
+                             holds=dict(SH=sh, IH=ih, FH=top), site_id=str(10000 + i)))
+        expected[str(10000 + i)] = (sorted([(h, 'start') for h in sh] + [(h, 'middle') for h in ih] +
+                                           [(h, 'finish') for h in top]), fonts[grade])
+    bad = [('duplicated hold', dict(SH=['F5', 'F5'], IH=['E8'], FH=['D18']), '6c'),
+           ('hold not on the board', dict(SH=['F5'], IH=['L8'], FH=['D18']), '6c'),
+           ('too many start holds', dict(SH=['F5', 'G5', 'H5'], IH=['E8'], FH=['D18']), '6c'),
+           ('unknown grade', dict(SH=['F5'], IH=['E8'], FH=['D18']), '9z')]
+    removed = {}
+    for j, (reason, holds, grade) in enumerate(bad):
+        problems.append(dict(holds_setup=[], name='bad', author='test', grade=grade, holds=holds, site_id=str(90000 + j)))
+        removed[reason] = removed.get(reason, 0) + 1
+    with open(path, 'w') as f:
+        json.dump(dict(source={'fixture': True}, problems=problems), f)
+    return expected, removed
