@@ -4,7 +4,7 @@ Config overrides in the nanoGPT manner. A script keeps its config as module-leve
     configure(globals())
 
 which reads sys.argv in order: `config/<name>.py` files (plain Python that sets variables) and
-`--key=value` overrides. Values are parsed as Python literals where they can be (`--lr=3e-4`,
+`--key=value` overrides (a bare `--flag` sets a boolean to True). Values are parsed as Python literals where they can be (`--lr=3e-4`,
 `--compile=False`, `--angles=[30,40]`), else kept as strings (`--db=~/kilter.db`).
 
 A config file serves every script (prepare, train_gen, train_grade, sample, evaluate), so keys a
@@ -25,7 +25,7 @@ def configure(config, argv=None):
         if not arg.startswith('--'):
             if not os.path.isfile(arg):
                 sys.exit(f"error: config file {arg} not found")
-            print(f"config: {arg}")
+            print(f"config: {arg}", file=sys.stderr)
             values = {}
             exec(compile(open(arg).read(), arg, 'exec'), values)
             for key, value in values.items():
@@ -33,6 +33,8 @@ def configure(config, argv=None):
                     config[key] = _checked(key, value, config[key], arg)
             continue
         key, sep, text = arg[2:].partition('=')
+        if not sep and isinstance(config.get(key), bool):
+            sep, text = '=', 'True'  # a bare --flag switches a boolean on
         if not sep:
             sys.exit(f"error: expected --key=value, got {arg}")
         if key not in known:
@@ -42,8 +44,10 @@ def configure(config, argv=None):
             value = literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
+        if isinstance(config[key], str) and not isinstance(value, str):
+            value = text  # a text setting takes the text as typed: --grade=20, --name=2024
         config[key] = _checked(key, value, config[key], f'--{key}')
-        print(f"config: {key} = {config[key]!r}")
+        print(f"config: {key} = {config[key]!r}", file=sys.stderr)
 
 
 def _is_setting(key, value):

@@ -365,3 +365,124 @@ def load_meta(path):
             return _PlainUnpickler(f).load()
     except FileNotFoundError:
         raise RouteError(f"no {path}: run `python prepare.py <config>` first") from None
+
+
+# -----------------------------------------------------------------------------
+# the grammar as a mask over the next token, for constrained decoding
+
+class DecodingRules:
+    """Which token may come next, for a batch of routes being decoded together, so that every
+    finished route is valid by construction: holds of the row's board only, in strictly rising
+    canonical rank (hence no hold twice in a role), no placement twice, start and finish counts
+    within the board's rules, the route's required holds (a prompt) all included, no dead ends
+    (a route can always still be completed), and <end> only once the route is complete.
+
+    rows: list of (board name, required holds [(placement, role)]), one per route in the batch.
+    Call mask() -> (B, V) bool before sampling each hold, then update(tokens) after."""
+
+    def __init__(self, grammar, rows, device='cpu'):
+        import torch  # the grammar itself needs no torch; only decoding does
+        self.torch = torch
+        meta, V = grammar.meta, grammar.vocab_size
+        board_index = {name: i for i, name in enumerate(grammar.boards)}
+        places = {}
+        tok_board, tok_role, tok_rank, tok_place = ([-1] * V for _ in range(4))
+        for t, k in enumerate(meta['kind']):
+            if k == 'hold':
+                b, p = meta['hold_board'][t], meta['hold_placement'][t]
+                tok_board[t], tok_role[t], tok_rank[t] = board_index[b], ROLES.index(meta['hold_role'][t]), meta['hold_rank'][t]
+                tok_place[t] = places.setdefault((b, p), len(places))
+        P = len(places)
+        T = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+        self.tok_board, self.tok_role, self.tok_rank = T(tok_board), T(tok_role), T(tok_rank)
+        self.tok_place = T([P if p < 0 else p for p in tok_place])  # non-holds map to a slot never used
+        self.is_hold = self.tok_board >= 0
+        # after[t, r]: tokens of t's board and role r ranked above t, for the dead-end check
+        same_board = self.tok_board[:, None] == self.tok_board[None, :]
+        above = (self.tok_rank[None, :] > self.tok_rank[:, None]) & same_board & self.is_hold[None, :]
+        self.after = torch.stack([(above & (self.tok_role[None, :] == r)).sum(1) for r in range(len(ROLES))], 1)
+        rules = [grammar.boards[name] for name in grammar.boards]
+        rule = lambda key: T([b[key] for b in rules])  # noqa: E731
+        B = len(rows)
+        self.row_board = T([board_index[b] for b, _ in rows])
+        bi = self.row_board
+        self.min_start, self.max_start = rule('min_start')[bi], rule('max_start')[bi]
+        self.min_finish, self.max_finish = rule('min_finish')[bi], rule('max_finish')[bi]
+        self.min_holds, self.max_holds = rule('min_holds')[bi], rule('max_holds')[bi]
+        required = [[grammar.hold_token[(b, p, r)] for p, r in grammar.canonical(b, holds)] for b, holds in rows]
+        R = max([len(r) for r in required] + [1])
+        self.required = T([r + [-1] * (R - len(r)) for r in required])
+        self.req_len = T([len(r) for r in required])
+        self.req_ptr = torch.zeros(B, dtype=torch.long, device=device)
+        self.req_left = torch.zeros(B, len(ROLES), dtype=torch.long, device=device)  # required, not yet emitted
+        for i, r in enumerate(required):
+            for t in r:
+                self.req_left[i, tok_role[t]] += 1
+        self.last_rank = torch.full((B,), -1, dtype=torch.long, device=device)
+        self.used = torch.zeros(B, P + 1, dtype=torch.bool, device=device)
+        self.reserved = torch.zeros(B, P + 1, dtype=torch.bool, device=device)  # a prompt's placements, kept for their role
+        for i, r in enumerate(required):
+            for t in r:
+                self.reserved[i, tok_place[t]] = True
+        self.count = torch.zeros(B, len(ROLES), dtype=torch.long, device=device)
+        self.done = torch.zeros(B, dtype=torch.bool, device=device)
+        self.V = V
+
+    def _next_required(self):
+        has = self.req_ptr < self.req_len
+        tok = self.required.gather(1, self.req_ptr.clamp(max=self.required.size(1) - 1)[:, None]).squeeze(1)
+        return self.torch.where(has, tok, self.torch.full_like(tok, -1))
+
+    def mask(self):
+        torch = self.torch
+        S, M, F, X = range(len(ROLES))  # start, middle, finish, foot
+        s, f = self.count[:, S], self.count[:, F]
+        n = self.count.sum(1)
+        role = self.tok_role[None, :]
+        next_req = self._next_required()
+        next_req_rank = torch.where(next_req >= 0, self.tok_rank[next_req.clamp(min=0)], torch.full_like(next_req, 1 << 30))
+        is_next_req = torch.arange(self.V, device=next_req.device)[None, :] == next_req[:, None]
+        ok = self.is_hold[None, :] & (self.tok_board[None, :] == self.row_board[:, None])
+        ok &= (self.tok_rank[None, :] > self.last_rank[:, None]) & (self.tok_rank[None, :] <= next_req_rank[:, None])
+        place = self.tok_place[None, :].expand(len(n), -1)
+        ok &= ~self.used.gather(1, place) & (~self.reserved.gather(1, place) | is_next_req)
+        # room for starts and finishes beyond the required ones still to come
+        ok &= ~((role == S) & (s + self.req_left[:, S] >= self.max_start)[:, None] & ~is_next_req)
+        ok &= ~((role == F) & (f + self.req_left[:, F] >= self.max_finish)[:, None] & ~is_next_req)
+        ok &= ~((s < self.min_start)[:, None] & (role != S))  # starts rank first: no start yet, nothing else
+        ok &= ~((f < self.min_finish)[:, None] & (role == X))  # feet rank after finishes
+        # the hold budget: when only the holds the route still needs fit, only those may come
+        need_s = torch.maximum(self.min_start - s, self.req_left[:, S]).clamp(min=0)
+        need_f = torch.maximum(self.min_finish - f, self.req_left[:, F]).clamp(min=0)
+        need = need_s + need_f + self.req_left[:, M] + self.req_left[:, X]
+        tight = n + need >= self.max_holds
+        reduces = is_next_req | ((role == S) & (self.min_start - s > self.req_left[:, S])[:, None]) \
+            | ((role == F) & (self.min_finish - f > self.req_left[:, F])[:, None])
+        ok &= ~(tight[:, None] & ~reduces)
+        # no dead ends: a route short of min_holds must have holds left above its last one
+        room = torch.stack([self.max_start - s, torch.full_like(s, 1 << 20), self.max_finish - f,
+                            torch.full_like(s, 1 << 20)], 1)  # (B, 4)
+        room_after = room[:, None, :] - torch.nn.functional.one_hot(self.tok_role.clamp(min=0), len(ROLES))[None]
+        capacity = torch.minimum(room_after.clamp(min=0), self.after[None]).sum(-1)  # (B, V)
+        ok &= ~(((n + 1) < self.min_holds)[:, None] & (capacity < self.min_holds[:, None]))
+        end = (s >= self.min_start) & (f >= self.min_finish) & (n >= self.min_holds) & (self.req_ptr == self.req_len)
+        ok[:, END] = end
+        stuck = ~ok.any(1)  # cannot happen by the rules above; <end> keeps decoding going if it did
+        ok[:, END] |= stuck | self.done
+        ok[self.done, :END] = False
+        ok[self.done, END + 1:] = False
+        return ok
+
+    def update(self, tokens):
+        torch = self.torch
+        tokens = tokens.view(-1)
+        hold = self.is_hold[tokens] & ~self.done
+        rows = hold.nonzero().squeeze(1)
+        t = tokens[rows]
+        self.last_rank[rows] = self.tok_rank[t]
+        self.used[rows, self.tok_place[t]] = True
+        self.count[rows, self.tok_role[t]] += 1
+        hit = rows[t == self._next_required()[rows]]
+        self.req_left[hit, self.tok_role[tokens[hit]]] -= 1
+        self.req_ptr[hit] += 1
+        self.done |= tokens == END

@@ -8,3 +8,17 @@ boards = [dict(
     angles=list(range(0, 75, 5)),
     max_start=2, max_finish=2,
 )]
+
+# a tiny model that trains in seconds
+n_layer = 2
+n_head = 2
+n_embd = 32
+dropout = 0.0
+batch_size = 16
+max_iters = 40
+eval_interval = 20
+log_interval = 10
+warmup_iters = 5
+lr_decay_iters = 40
+learning_rate = 1e-2
+min_lr = 1e-3

@@ -35,3 +35,12 @@ def tiny(tmp_path_factory):
     expected, removed = make_aurora_db(db)
     proc = run('prepare.py', 'config/tiny.py', f'--db={db}', f'--data_root={root}')
     return dict(root=str(root), db=db, expected=expected, removed=removed, stdout=proc.stdout)
+
+
+def error_line(proc):
+    """The one line a failed script printed about its failure (stderr less the config echo)."""
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith('config:')]
+    assert len(lines) == 1 and lines[0].startswith('error:'), proc.stderr
+    return lines[0]

@@ -15,6 +15,8 @@ def test_overrides_and_types(tmp_path, capsys):
     config = dict(batch_size=32, lr=3e-4, compile=True, name='x', nothing=None, angles=[40])
     configure(config, [str(conf), '--compile=False', '--name=kilter v2', '--nothing=5', '--angles=[30,40]'])
     assert config == dict(batch_size=8, lr=1.0, compile=False, name='kilter v2', nothing=5, angles=[30, 40])
+    configure(config, ['--compile', '--name=20'])
+    assert config['compile'] is True and config['name'] == '20'
     assert isinstance(config['lr'], float)
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from conftest import make_aurora_db, make_moonboard_json, run, shared
+from conftest import error_line, make_aurora_db, make_moonboard_json, run, shared
 from routes import SPLITS, Grammar, load_meta
 
 
@@ -121,9 +121,7 @@ def test_bad_database_is_a_clear_one_line_error(tmp_path, case):
                                          role_ids=dict(start=12, middle=13, finish=14, foot=15), angles=[40],
                                          max_start=2, max_finish=2)])]
     proc = run('prepare.py', 'config/tiny.py', f'--db={db}', f'--data_root={tmp_path}', *args, check=False)
-    assert proc.returncode != 0
-    err = proc.stderr.strip()
-    assert err.startswith('error:') and '\n' not in err and 'Traceback' not in proc.stderr
+    err = error_line(proc)
     expect = {'missing': 'boardlib', 'not sqlite': 'not an SQLite database', 'not aurora': 'not an Aurora board database',
               'wrong layout': 'no layout 7'}[case]
     assert expect in err

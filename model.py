@@ -1,0 +1,252 @@
+"""
+The two models of boardgpt, on one set of transformer blocks:
+
+- GPT: a causal language model over route tokens (<board> <angle> <grade> holds <end>), in the
+  nanoGPT manner: pre-norm blocks, attention through scaled_dot_product_attention, the output
+  head tied to the token embedding. Each row of a batch is one route, padded at the end, so no
+  token can attend to another route's tokens, and padded targets are -1 (ignored by the loss).
+  A key/value cache makes sampling one forward pass of one token per step.
+- GradeEncoder: a bidirectional encoder over a route's holds (no grade token in its input),
+  each hold carrying its token (hold and role), its (x, y) on the board and its role; the angle
+  enters as a token and as a number. A pooled head regresses the continuous difficulty.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 2048
+    block_size: int = 48  # longest route, in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linears and LayerNorms; without is a little better and faster
+
+
+class SelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, causal, mask=None, cache=None):
+        """mask: (B, 1, 1, T) True where a key may be attended to (the encoder's padding).
+        cache: (k, v, pos) of this layer; the new keys/values are written at pos.."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k_cache, v_cache, pos = cache
+            k_cache[:, :, pos:pos + T] = k
+            v_cache[:, :, pos:pos + T] = v
+            k, v = k_cache[:, :, :pos + T], v_cache[:, :, :pos + T]
+            causal = causal and T > 1  # one new token may see every cached one
+            assert pos == 0 or T == 1, 'the cache takes a prompt at position 0, then one token at a time'
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, causal, mask=None, cache=None):
+        x = x + self.attn(self.ln_1(x), causal, mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """What both models share: blocks, final norm, initialisation, optimizer groups."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+    def init_weights(self):
+        self.apply(self._init)
+        # residual projections scaled down with depth (GPT-2), so the residual stream starts calm
+        for name, p in self.named_parameters():
+            if name.endswith('proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW, with weight decay on matrices only (not on norms, biases or 1-d gains)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **(dict(fused=True) if fused else {}))
+
+    def flops_per_token(self, T):
+        """Forward + backward FLOPs per token (6N for the matmuls, plus attention), as in PaLM."""
+        N, L, H, C = self.num_params(), self.config.n_layer, self.config.n_head, self.config.n_embd
+        return 6 * N + 12 * L * H * (C // H) * T
+
+
+class GPT(Transformer):
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying: a hold's input and output vectors are one
+        self.init_weights()
+
+    def forward(self, idx, targets=None, cache=None, pos=0):
+        """idx (B, T) -> logits (B, T, V), and the mean loss over targets that are not -1.
+        With a cache (from new_cache), idx continues the cached sequences from position pos and
+        only the last position's logits are computed."""
+        B, T = idx.shape
+        assert pos + T <= self.config.block_size, f'{pos + T} tokens, block_size is {self.config.block_size}'
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(pos, pos + T, device=idx.device)))
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, cache=None if cache is None else (*cache[i], pos))
+        x = self.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, -1:] if cache is not None else x), None
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, batch_size, device, dtype=torch.float32):
+        c = self.config
+        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                for _ in range(c.n_layer)]
+
+
+class GradeEncoder(Transformer):
+    """Bidirectional encoder: route in, continuous difficulty out.
+
+    Input rows are <board> <angle> holds..., padded with 0. Each hold's embedding is the sum of
+    its token's (hold and role), its role's, and a projection of Fourier features of its (x, y),
+    so holds close on the wall start out close in the model. No position embedding: a route is a
+    set of holds, and its meaning does not depend on the order they are listed in."""
+
+    def __init__(self, config, token_xy, token_role, n_fourier=8):
+        super().__init__(config)
+        self.register_buffer('token_xy', torch.as_tensor(token_xy, dtype=torch.float32))  # (V, 2) in [0, 1]
+        self.register_buffer('token_role', torch.as_tensor(token_role, dtype=torch.long))  # (V,) 0 = not a hold
+        self.register_buffer('freqs', math.pi * 2.0 ** torch.arange(n_fourier, dtype=torch.float32))
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.role = nn.Embedding(int(self.token_role.max()) + 1, config.n_embd)
+        self.xy = nn.Linear(4 * n_fourier, config.n_embd, bias=False)
+        self.angle = nn.Linear(1, config.n_embd, bias=False)
+        self.head = nn.Sequential(nn.Linear(config.n_embd, config.n_embd), nn.GELU(), nn.Linear(config.n_embd, 1))
+        self.init_weights()
+
+    def embed(self, idx, angle):
+        """idx (B, T) tokens, angle (B,) in degrees (NaN where unknown) -> pooled (B, C)."""
+        keep = idx != 0
+        xy = self.token_xy[idx]  # (B, T, 2)
+        f = xy.unsqueeze(-1) * self.freqs  # (B, T, 2, F)
+        fourier = torch.cat([f.sin(), f.cos()], dim=-1).flatten(2)  # (B, T, 4F)
+        is_hold = (self.token_role[idx] > 0).unsqueeze(-1)
+        x = self.wte(idx) + self.role(self.token_role[idx]) + self.xy(fourier) * is_hold
+        known = ~torch.isnan(angle)
+        a = torch.where(known, angle, torch.zeros_like(angle)) / 45.0
+        at_angle = torch.arange(idx.size(1), device=idx.device) == 1  # position 1 is the angle token
+        x = x + self.angle(a.unsqueeze(-1).to(x.dtype)).unsqueeze(1) * at_angle[:, None]
+        x = self.drop(x)
+        mask = keep[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, causal=False, mask=mask)
+        x = self.ln_f(x)
+        w = keep.unsqueeze(-1).to(x.dtype)
+        return (x * w).sum(1) / w.sum(1)  # mean over the route's tokens
+
+    def forward(self, idx, angle, targets=None, weights=None):
+        pred = self.head(self.embed(idx, angle)).squeeze(-1)
+        if targets is None:
+            return pred, None
+        err = F.smooth_l1_loss(pred.float(), targets, reduction='none', beta=1.0)
+        loss = err.mean() if weights is None else (err * weights).sum() / weights.sum()
+        return pred, loss
+
+
+@torch.no_grad()
+def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end_token=1, generator=None):
+    """Sample continuations of prefix (B, T0), all rows of one length, with the key/value cache:
+    one full forward for the prefix, then one token per step. rules (routes.DecodingRules)
+    masks every step to what the grammar allows; finished rows continue with padding (0).
+    Returns (B, T0 + steps)."""
+    B, T0 = prefix.shape
+    weight = model.lm_head.weight
+    cache = model.new_cache(B, weight.device, weight.dtype)
+    logits, _ = model(prefix, cache=cache, pos=0)
+    out, done, pos = [prefix], torch.zeros(B, dtype=torch.bool, device=prefix.device), T0
+    while pos < model.config.block_size:
+        logits = logits[:, -1].float()
+        if rules is not None:
+            logits = logits.masked_fill(~rules.mask(), float('-inf'))
+        if temperature == 0:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float('-inf'))
+            if top_p < 1.0:  # nucleus: the smallest set of tokens whose probability reaches top_p
+                sorted_logits, order = torch.sort(logits, descending=True)
+                cum = sorted_logits.softmax(-1).cumsum(-1)
+                drop = cum - sorted_logits.softmax(-1) >= top_p  # keeps the first token always
+                logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+        nxt = torch.where(done[:, None], torch.zeros_like(nxt), nxt)
+        if rules is not None:
+            rules.update(nxt)
+        done |= nxt.squeeze(1) == end_token
+        out.append(nxt)
+        if done.all():
+            break
+        logits, _ = model(nxt, cache=cache, pos=pos)
+        pos += 1
+    return torch.cat(out, 1)
