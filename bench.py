@@ -1,0 +1,167 @@
+"""
+Speed, measured on this machine in one run, printed as one table.
+
+    python bench.py                       # the default Kilter config; needs data/kilter (prepare.py)
+    python bench.py --compile_modes=[False] --train_iters=100
+
+- matmul peak: the best fp32 (and on a GPU, bf16) matrix-multiply rate torch reaches here;
+- training: train_gen.py itself, run as a user runs it (eager and compiled), its tokens/s read
+  from its own progress lines after warm-up, and model FLOPs utilisation (MFU) against that
+  peak, counting only real tokens (padding is wasted work, not utilisation);
+- sampling: routes/s of the batched, key/value-cached, grammar-constrained sampler against a
+  naive loop that samples one route at a time and recomputes the whole sequence every step;
+- prepare.py's wall time on the Kilter database.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from configurator import configure
+from model import GPT, ModelConfig, generate
+from routes import END, DecodingRules, Grammar, load_meta
+from trainer import load_checkpoint
+
+# -----------------------------------------------------------------------------
+# config
+config = 'config/kilter.py'
+data_root = 'data'
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+train_iters = 300  # per mode; tokens/s is read from the progress lines after the first 100
+compile_modes = [False, True]
+sample_routes = 1000
+sample_batch = 500
+naive_routes = 40
+checkpoint = ''  # a generator checkpoint to sample from; default out/kilter/gen/best.pt, else random weights
+seed = 1337
+# -----------------------------------------------------------------------------
+configure(globals())
+torch.manual_seed(seed)
+rows = []  # (what, figure, unit, note)
+
+
+def timed(fn, repeat):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeat
+
+
+def matmul_peak(dtype):
+    best = 0.0
+    for n in ((1024, 2048, 4096) if device == 'cpu' else (4096, 8192)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        timed(lambda: a @ b, 2)  # warm-up
+        repeat = max(2, int(2e10 / (2 * n ** 3)))  # about 20 GFLOP per size
+        best = max(best, 2 * n ** 3 / timed(lambda: a @ b, repeat))
+    return best
+
+
+peak = {'float32': matmul_peak(torch.float32)}
+rows.append(('matmul peak fp32', peak['float32'] / 1e9, 'GFLOP/s', f'{torch.get_num_threads()} threads on {device}'))
+if device.startswith('cuda') and torch.cuda.is_bf16_supported():
+    peak['bfloat16'] = matmul_peak(torch.bfloat16)
+    rows.append(('matmul peak bf16', peak['bfloat16'] / 1e9, 'GFLOP/s', torch.cuda.get_device_name()))
+print(f"matmul peak: " + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()), flush=True)
+
+# -----------------------------------------------------------------------------
+# prepare.py on the database, and training through train_gen.py itself
+tmp = tempfile.mkdtemp(prefix='boardgpt-bench-')
+t0 = time.perf_counter()
+subprocess.run([sys.executable, 'prepare.py', config, f'--data_root={tmp}'], check=True, capture_output=True)
+rows.append(('prepare.py', time.perf_counter() - t0, 's', f'{config}, wall time incl. start-up'))
+dataset = os.path.basename(config)[:-3]
+meta = load_meta(os.path.join(tmp, dataset, 'meta.pkl'))
+lengths = np.diff(meta['splits']['train']['offset']) - 1
+print(f"prepare.py: {rows[-1][1]:.1f}s", flush=True)
+
+for compiled in compile_modes:
+    out_dir = os.path.join(tmp, f'gen-{compiled}')
+    cmd = [sys.executable, 'train_gen.py', config, f'--data_root={tmp}', f'--out_dir={out_dir}',
+           f'--max_iters={train_iters}', f'--eval_interval={10 * train_iters}', '--log_interval=100',
+           f'--compile={compiled}', f'--device={device}']
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout, proc.stderr)
+        raise SystemExit(f"error: train_gen.py failed (compile={compiled})")
+    wall = time.perf_counter() - t0
+    rates = [float(m.replace(',', '')) for m in re.findall(r'([\d,]+) tok/s', proc.stdout)][1:]  # after warm-up
+    tok_s = float(np.mean(rates))
+    args = load_checkpoint(os.path.join(out_dir, 'last.pt'))['model_args']
+    model = GPT(ModelConfig(**args))
+    flops = model.flops_per_token(float(lengths.mean()))
+    dtype = 'bfloat16' if 'bfloat16' in proc.stdout.split('parameters')[1].split('\n')[0] else 'float32'
+    mfu = tok_s * flops / peak.get(dtype, peak['float32'])
+    mode = 'compiled' if compiled else 'eager'
+    rows.append((f'training tokens/s ({mode})', tok_s, 'tok/s', f'{model.num_params() / 1e6:.2f}M params, {dtype}'))
+    rows.append((f'training MFU ({mode})', 100 * mfu, '%', f'{flops / 1e6:.1f} MFLOP/token vs {dtype} peak'))
+    print(f"train_gen.py {mode}: {tok_s:,.0f} tok/s, MFU {100 * mfu:.1f}% ({wall:.0f}s wall)", flush=True)
+
+# -----------------------------------------------------------------------------
+# sampling: batched + cached + constrained, against one route at a time with full recompute
+grammar = Grammar(meta)
+ckpt_path = checkpoint or os.path.join('out', dataset, 'gen', 'best.pt')
+if os.path.isfile(ckpt_path):
+    ckpt = load_checkpoint(ckpt_path, device)
+    gpt = GPT(ModelConfig(**ckpt['model_args']))
+    gpt.load_state_dict(ckpt['model'])
+    weights = ckpt_path
+else:
+    gpt = GPT(ModelConfig(**args))
+    weights = 'random weights'
+gpt.to(device).eval()
+board = meta['boards'][0]
+angle = 40 if board['angle_known'] else None
+prompt = grammar.prefix(board['name'], angle, 20)
+
+
+def batched(n):
+    routes = 0
+    for i in range(0, n, sample_batch):
+        b = min(sample_batch, n - i)
+        out = generate(gpt, torch.tensor([prompt] * b, device=device),
+                       DecodingRules(grammar, [(board['name'], [])] * b, device=device),
+                       generator=torch.Generator(device=device).manual_seed(seed + i))
+        routes += int((out == END).any(1).sum())
+    return routes
+
+
+@torch.no_grad()
+def naive(n):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for _ in range(n):
+        seq = torch.tensor([prompt], device=device)
+        rules = DecodingRules(grammar, [(board['name'], [])], device=device)
+        while seq[0, -1].item() != END and seq.size(1) < gpt.config.block_size:
+            logits, _ = gpt(seq)  # the whole sequence, every step
+            logits = logits[:, -1].masked_fill(~rules.mask(), float('-inf'))
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen)
+            rules.update(nxt)
+            seq = torch.cat([seq, nxt], 1)
+    return n
+
+
+batched(min(sample_batch, 50))  # warm-up
+t = timed(lambda: batched(sample_routes), 1)
+fast = sample_routes / t
+t = timed(lambda: naive(naive_routes), 1)
+slow = naive_routes / t
+rows.append(('sampling, batched + KV cache', fast, 'routes/s', f'{sample_routes} routes, batches of {sample_batch}, {weights}'))
+rows.append(('sampling, naive loop', slow, 'routes/s', 'one route at a time, full recompute per step'))
+rows.append(('sampling speed-up', fast / slow, 'x', 'batched over naive, measured in this run'))
+
+print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
+for what, figure, unit, note in rows:
+    print(f"{what:34} {figure:>12,.1f} {unit:9} {note}")
