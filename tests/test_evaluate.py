@@ -1,0 +1,31 @@
+"""evaluate.py end to end on the tiny board: both models trained for a few iterations, one report."""
+import json
+import xml.etree.ElementTree as ET
+
+from conftest import run
+
+
+def test_report_end_to_end(tiny, tmp_path):
+    root = tiny['root']
+    run('train_gen.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={tmp_path}/gen', '--max_iters=20')
+    run('train_grade.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={tmp_path}/grade', '--max_iters=20')
+    proc = run('evaluate.py', 'config/tiny.py', f'--data_root={root}', f'--gen_dir={tmp_path}/gen',
+               f'--grade_dir={tmp_path}/grade', f'--report_dir={tmp_path}/report', '--num_samples=60', '--sample_batch=25')
+    report = json.loads((tmp_path / 'report' / 'report.json').read_text())
+    assert report['generator']['val_loss_per_route'] > report['generator']['val_loss_per_token'] > 0
+    for sampler in ('gpt', 'frequency baseline'):
+        g = report['generation'][sampler]
+        assert g['valid'] == 1.0
+        m = g['boards']['tiny']
+        assert m['samples'] == 60 and 0 < m['distinct'] <= 1 and 0 <= m['copies'] <= 1
+        for key in ('nearest_jaccard', 'js_hold_usage', 'js_role_counts', 'js_hold_counts', 'grade_mae', 'frechet_embedding'):
+            assert m[key] == m[key], key  # present and not NaN
+    grade = report['grade']['tiny']
+    assert grade['model']['all']['n'] == grade['ridge']['all']['n'] > 0
+    assert sum(sum(row.values()) for row in grade['v_confusion'].values()) == grade['model']['all']['n']
+    html = (tmp_path / 'report' / 'report.html').read_text()
+    assert 'http' not in html.replace('http://www.w3.org/2000/svg', '')  # self-contained
+    assert html.count('<svg') > 5
+    for part in html.split('<svg')[1:3]:  # the inline drawings are well-formed SVG
+        ET.fromstring('<svg' + part.split('</svg>')[0] + '</svg>')
+    assert 'wrote' in proc.stdout

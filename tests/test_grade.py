@@ -1,0 +1,254 @@
+"""The grade predictor: train_grade.py on the tiny board, grade.py's command line, its metrics and
+ridge baseline on cases worked out by hand."""
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from grade import (board_report, encoder_tables, fit_ridge, font_grade, grade_metrics, load_grader, load_split,
+                   metrics_table, predict, ridge_features, ridge_predict, route_inputs, v_number)
+from routes import SPLITS, Grammar, load_meta
+
+TRAIN_ARGS = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--dropout=0.0', '--batch_size=32', '--max_iters=200',
+              '--lr_decay_iters=200', '--warmup_iters=5', '--learning_rate=1e-2', '--min_lr=1e-3', '--eval_interval=50',
+              '--log_interval=25', '--device=cpu', '--dtype=float32', '--compile=False']
+
+
+def learnable_difficulty(meta, tokens, angle):
+    """A grade the tiny routes can be graded by (the fixture's own grades are random): harder with
+    more hand holds and a steeper wall."""
+    hands = sum(1 for t in tokens if meta['hold_role'][t] == 'middle')
+    return 12.0 + 2.0 * hands + (angle - 20) / 5.0
+
+
+@pytest.fixture(scope='module')
+def trained(tiny, tmp_path_factory):
+    """The tiny dataset with learnable grades (every 9th train row left ungraded), and a grade model
+    trained on it by train_grade.py."""
+    root = tmp_path_factory.mktemp('grade')
+    src, dst = os.path.join(tiny['root'], 'tiny'), root / 'tiny'
+    shutil.copytree(src, dst)
+    meta = load_meta(dst / 'meta.pkl')
+    ungraded = 0
+    for split in SPLITS:
+        data = np.fromfile(dst / f'{split}.bin', dtype=np.uint16)
+        arrays, offsets = meta['splits'][split], meta['splits'][split]['offset']
+        for i in range(len(offsets) - 1):
+            seq = [int(t) for t in data[offsets[i] + 3:offsets[i + 1] - 1]]
+            unknown = split == 'train' and i % 9 == 0
+            ungraded += unknown
+            arrays['difficulty'][i] = None if unknown else learnable_difficulty(meta, seq, arrays['angle'][i])
+    with open(dst / 'meta.pkl', 'wb') as f:
+        pickle.dump(meta, f)
+    out = root / 'out'
+    proc = run('train_grade.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={out}', *TRAIN_ARGS)
+    return dict(root=str(root), meta=meta, checkpoint=str(out / 'best.pt'), stdout=proc.stdout, ungraded=ungraded)
+
+
+def cli(trained, *args, check=False):
+    return run('grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f"--checkpoint={trained['checkpoint']}",
+               *args, check=check)
+
+
+# -----------------------------------------------------------------------------
+# training
+
+def test_training_loss_falls_and_beats_the_mean(trained):
+    out = trained['stdout']
+    assert f"train: skipping {trained['ungraded']:,} of" in out  # ungraded rows are counted, not trained on
+    losses = [float(m) for m in re.findall(r'^iter \d+/\d+: loss ([\d.]+)', out, re.M)]
+    evals = [dict(re.findall(r'(\w+) ([\d.]+)', line)) for line in re.findall(r'^eval at iteration .*$', out, re.M)]
+    assert len(losses) == 8 and len(evals) == 4
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2])
+    assert float(evals[-1]['val_loss']) < 0.6 * float(evals[0]['val_loss'])
+    # the model beats predicting the training mean on val
+    meta = trained['meta']
+    train_d = [d for d in meta['splits']['train']['difficulty'] if d is not None]
+    val_d = np.array(meta['splits']['val']['difficulty'])
+    assert float(evals[-1]['val_mae']) < 0.7 * np.abs(val_d - np.mean(train_d)).mean()
+    ckpt = torch.load(trained['checkpoint'], map_location='cpu', weights_only=True)
+    assert ckpt['iter_num'] > 0 and ckpt['model_args']['vocab_size'] == len(meta['itos'])
+    # the test report: model and ridge baseline, all rows and >= 5 ascents
+    report = out[out.index('test split'):]
+    for word in ('model (all)', 'ridge (all)', 'model (>=5 asc)', 'ridge (>=5 asc)', 'MAE', 'RMSE', 'R2',
+                 'V within 1', 'Font exact'):
+        assert word in report
+
+
+def test_prediction_depends_on_the_holds_not_the_padding(trained):
+    meta = trained['meta']
+    grammar = Grammar(meta)
+    model = load_grader(trained['checkpoint'], meta)
+    route = 'p1002r12p1014r13p1021r13p1027r13p1044r14'
+    moved = route.replace('p1021r13', 'p1022r13')  # one hand hold one column over
+    tokens, angle = route_inputs(grammar, 'tiny', route, 40)
+    tokens_moved, _ = route_inputs(grammar, 'tiny', moved, 40)
+    assert len(tokens) == 2 + 5 and tokens != tokens_moved
+    long_route, _ = route_inputs(grammar, 'tiny', route + 'p1030r13p1033r13p1008r15', 40)
+    alone, moved_pred, steeper, in_batch = (predict(model, [tokens], [angle])[0], predict(model, [tokens_moved], [angle])[0],
+                                            predict(model, [tokens], [50])[0], predict(model, [tokens, long_route], [angle, 40])[0])
+    assert abs(moved_pred - alone) > 1e-3
+    assert steeper > alone  # the learnable grade rises with the angle
+    assert abs(in_batch - alone) < 1e-4  # padding to a longer route changes nothing
+    assert not model.training
+
+
+def test_cli_grades_one_route(trained):
+    route = 'p1002r12p1014r13p1021r13p1027r13p1044r14'
+    proc = cli(trained, f'--frames={route}', '--angle=40', check=True)
+    m = re.fullmatch(r'tiny at 40 degrees: difficulty ([\d.]+), Font (\d[abc]\+?), (V\d+)\n', proc.stdout)
+    assert m, proc.stdout
+    model, grammar = load_grader(trained['checkpoint'], trained['meta']), Grammar(trained['meta'])
+    expected = predict(model, [route_inputs(grammar, 'tiny', route, 40)[0]], [40])[0]
+    assert abs(float(m.group(1)) - expected) < 0.006
+    assert m.group(3) == f'V{v_number(expected)}'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--frames=p1002r12p10', '--angle=40'], 'malformed frames string'),
+    (['--frames=p1002r12p9999r13p1044r14', '--angle=40'], 'unknown placement p9999'),
+    (['--frames=p1002r12p1014r13p1044r14', '--angle=41'], 'angle 41 is impossible'),
+    (['--frames=p1002r12p1014r13p1021r13'], 'need an angle'),
+    (['--frames=p1002r12p1014r13p1021r13', '--angle=40'], 'route has 0 finish holds'),
+])
+def test_cli_bad_route_is_one_line_error(trained, args, message):
+    proc = cli(trained, *args)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and proc.stdout == ''
+    assert err[-1].startswith('error:') and message in err[-1], proc.stderr
+    assert 'Traceback' not in proc.stderr and not any(line.startswith('error') for line in err[:-1])
+
+
+def test_cli_batch_reports_bad_lines_and_grades_the_rest(trained, tmp_path):
+    good = dict(board='tiny', frames='p1002r12p1014r13p1021r13p1027r13p1044r14', angle=40)
+    lines = [json.dumps(good),
+             json.dumps(dict(good, frames='p1002r12p10')),
+             '',
+             'not json',
+             json.dumps(dict(good, frames='p1002r12p9999r13p1044r14')),
+             json.dumps(dict(good, angle=72)),
+             json.dumps(dict(good, frames='p1002r12p1014r13p1021r13')),
+             json.dumps(dict(good, board='kilter')),
+             json.dumps(dict(frames=good['frames'], angle=25))]  # board left out: the dataset's only one
+    path = tmp_path / 'routes.jsonl'
+    path.write_text('\n'.join(lines) + '\n')
+    proc = cli(trained, f'--input={path}')
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == 'error: 6 of 8 routes could not be graded (lines 2, 4, 5, 6, 7, 8)'
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o['line'] for o in out] == [1, 2, 4, 5, 6, 7, 8, 9]
+    errors = {o['line']: o['error'] for o in out if 'error' in o}
+    for line, message in {2: 'malformed frames', 4: 'not a JSON object', 5: 'unknown placement p9999',
+                          6: 'angle 72 is impossible', 7: '0 finish holds', 8: "unknown board 'kilter'"}.items():
+        assert message in errors[line] and '\n' not in errors[line]
+    first, last = out[0], out[-1]
+    model, grammar = load_grader(trained['checkpoint'], trained['meta']), Grammar(trained['meta'])
+    for o, angle in ((first, 40), (last, 25)):
+        assert o['board'] == 'tiny' and o['angle'] == angle
+        expected = predict(model, [route_inputs(grammar, 'tiny', good['frames'], angle)[0]], [angle])[0]
+        assert abs(o['difficulty'] - expected) < 0.006 and o['v'] == f'V{v_number(expected)}'
+
+
+def test_cli_without_a_model_is_one_line_error(trained, tmp_path):
+    proc = run('grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--checkpoint={tmp_path}/none.pt',
+               '--frames=p1002r12p1014r13p1044r14', '--angle=40', check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith('error: no grade model at')
+
+
+# -----------------------------------------------------------------------------
+# data
+
+def test_load_split_drops_only_the_grade_and_end_tokens(tiny):
+    meta = load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl'))
+    rows = load_split(meta, os.path.join(tiny['root'], 'tiny'), 'train')
+    data = np.fromfile(os.path.join(tiny['root'], 'tiny', 'train.bin'), dtype=np.uint16)
+    offsets = meta['splits']['train']['offset']
+    assert rows['inputs'].shape[0] == len(offsets) - 1
+    for i in range(len(offsets) - 1):
+        seq = [int(t) for t in data[offsets[i]:offsets[i + 1]]]
+        expected = seq[:2] + seq[3:-1]
+        row = rows['inputs'][i].tolist()
+        assert row[:len(expected)] == expected and not any(row[len(expected):]) and rows['lengths'][i] == len(expected)
+    assert rows['angle'][0] == meta['splits']['train']['angle'][0]
+    assert np.array_equal(rows['difficulty'], np.array(meta['splits']['train']['difficulty'], dtype=float))
+
+
+def test_encoder_tables(tiny):
+    meta = load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl'))
+    xy, role = encoder_tables(meta)
+    assert len(xy) == len(role) == len(meta['itos'])
+    t = meta['itos'].index('tiny:p1047r14')  # the top right hold (x 48, y 64 on edges 0..56 x 0..72), finish
+    assert role[t] == 3 and xy[t] == pytest.approx([48 / 56, 64 / 72])
+    assert all(r == 0 and p == [0.0, 0.0] for r, p, k in zip(role, xy, meta['kind']) if k != 'hold')
+    assert all(0 <= v <= 1 for p in xy for v in p) and set(role) == {0, 1, 2, 3, 4}
+
+
+# -----------------------------------------------------------------------------
+# metrics, on cases worked out by hand
+
+def test_metrics_of_perfect_predictions():
+    target = np.array([10.0, 13.4, 20.0, 22.6, 33.0])
+    m = grade_metrics(target, target)
+    assert m['n'] == 5 and m['mae'] == 0 and m['rmse'] == 0 and m['r2'] == 1
+    assert all(m[k] == 1.0 for k in ('v_exact', 'v_within1', 'v_within2', 'font_exact', 'font_within1'))
+
+
+def test_metrics_of_a_constant_offset():
+    target = np.array([10.0, 13.0, 20.0, 22.0])
+    m = grade_metrics(target + 1.0, target)
+    assert m['mae'] == pytest.approx(1.0) and m['rmse'] == pytest.approx(1.0)
+    assert m['r2'] == pytest.approx(1 - 4 / 96.75)  # sum of squares about the mean 16.25: 96.75
+    assert m['font_exact'] == 0 and m['font_within1'] == 1
+    # V0 -> V0, V1 -> V1, V5 -> V5, V6 -> V7
+    assert m['v_exact'] == 0.75 and m['v_within1'] == 1 and m['v_within2'] == 1
+
+
+def test_metrics_round_and_clamp_grades():
+    assert font_grade([20.4, 20.6, 5.0, 40.0]).tolist() == [20, 21, 10, 33]
+    assert v_number([10.0, 15.0, 22.0, 23.0, 33.0, 50.0]).tolist() == [0, 2, 6, 7, 16, 16]
+    m = grade_metrics([16.0, 30.0], [18.0, 24.0])  # V3 for V4 (1 off), V13 for V8 (5 off)
+    assert m['v_exact'] == 0 and m['v_within1'] == 0.5 and m['v_within2'] == 0.5
+    assert m['font_exact'] == 0 and m['font_within1'] == 0 and m['mae'] == 4 and m['rmse'] == pytest.approx(math.sqrt(20))
+
+
+def test_metrics_table_and_report():
+    text = metrics_table([('model', grade_metrics([20.0], [21.0])), ('empty', grade_metrics([], []))])
+    mae = next(line for line in text.splitlines() if line.startswith('MAE')).split()
+    assert mae == ['MAE', '1.000', '-']
+    split = dict(board=np.array(['a', 'a', 'b'], dtype=object), difficulty=np.array([20.0, np.nan, 22.0]),
+                 ascents=np.array([7.0, 9.0, np.nan]))
+    report = board_report(split, dict(model=np.array([21.0, 0.0, 22.0])))
+    a, b = report.split('\n\n')
+    assert a.startswith('a\n') and '>=5 asc' in a and 'routes' in a and a.splitlines()[2].split()[-2:] == ['1', '1']
+    assert b.startswith('b\n') and '>=5 asc' not in b  # no ascents known on board b
+
+
+def test_ridge_recovers_a_linear_rule():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(200, 3)), np.ones((200, 1))], 1)
+    y = X @ np.array([1.5, -2.0, 0.5, 19.0])
+    coef = fit_ridge(X, y, l2=1e-6)
+    assert coef == pytest.approx([1.5, -2.0, 0.5, 19.0], abs=1e-3)
+    assert ridge_predict(coef, X) == pytest.approx(y, abs=1e-3)
+    # weights: a row of weight 0 does not count
+    y_bad = y.copy()
+    y_bad[0] += 100
+    w = np.ones(200)
+    w[0] = 0
+    assert fit_ridge(X, y_bad, w, l2=1e-6) == pytest.approx(coef, abs=1e-3)
+
+
+def test_ridge_features():
+    role = [0, 0, 0, 1, 2, 3, 4]  # pad, end, board, then four hold tokens
+    inputs = torch.tensor([[2, 0, 3, 5, 0], [2, 0, 4, 5, 6]])
+    X = ridge_features(inputs, [45.0, float('nan')], role)
+    assert X.shape == (2, 7 + 5)
+    assert X[0, :7].tolist() == [0, 0, 1, 1, 0, 1, 0] and X[1, :7].tolist() == [0, 0, 1, 0, 1, 1, 1]
+    assert X[0, 7:].tolist() == pytest.approx([1, 1, 0, 0.2, 1]) and X[1, 7:].tolist() == pytest.approx([0, 0, 1, 0.3, 1])

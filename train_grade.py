@@ -1,0 +1,154 @@
+"""
+Train the grade predictor, a bidirectional transformer encoder from a route's holds and angle to
+its continuous difficulty, with the training loop train_gen.py uses (trainer.py).
+
+    python train_grade.py config/kilter.py
+    python train_grade.py config/moonboard.py --max_iters=3000
+    python train_grade.py config/kilter.py --init_from=resume --max_iters=8000
+
+Reads data/<dataset>/ (written by prepare.py) and writes out/<dataset>/grade/{last,best}.pt.
+Each route enters as <board> <angle> holds... (the prepared sequence without its grade and <end>
+tokens), with the angle also as a number; rows without a known difficulty are skipped. The loss
+is smooth L1 weighted by min(ascents, ascent_weight_cap) where the data counts ascents, since a
+grade logged once is much noisier than one agreed by many. At the end the best checkpoint (by
+val loss) and a ridge baseline on hold-and-angle features are scored on the test split, per board
+(grade.py holds the metrics and the baseline).
+"""
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from configurator import configure
+from grade import board_report, build_grader, encoder_tables, load_split, predict, ridge_baseline, ridge_features, ridge_predict, select
+from routes import SPLITS, load_meta
+from trainer import format_seconds, load_checkpoint, train
+
+# -----------------------------------------------------------------------------
+# config
+dataset = 'kilter'
+data_root = 'data'
+out_dir = ''  # default out/<dataset>/grade
+init_from = 'scratch'  # or 'resume' (from out_dir/last.pt)
+eval_interval = 250
+log_interval = 50
+# data and loss
+min_ascents_train = 1  # train on rows with at least this many ascents (where the data counts them)
+ascent_weight_cap = 10  # weight a row's loss by min(ascents, cap) where ascents are known; 0: all rows 1
+# model
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.1
+bias = False
+# optimizer: AdamW, warmup then cosine decay
+batch_size = 64  # routes per micro-step
+length_pool = 8  # draw a batch from length_pool * batch_size routes of similar length, so that padding
+# wastes little compute (Kilter routes run 3..40 holds); 0: from all routes
+gradient_accumulation_steps = 1
+max_iters = 5000
+learning_rate = 1e-3
+min_lr = 1e-4
+warmup_iters = 100
+lr_decay_iters = 0  # 0: max_iters
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'auto'  # bfloat16 on GPUs that have it, else float32; or 'float32', 'bfloat16', 'float16'
+compile = False  # torch.compile: worth it on a GPU; on a CPU it costs a minute or two of compiling
+seed = 1337
+wandb_log = False
+wandb_project = 'boardgpt'
+wandb_run_name = 'grade'
+# -----------------------------------------------------------------------------
+configure(globals())
+config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
+config['out_dir'] = out_dir = out_dir or os.path.join('out', dataset, 'grade')
+config['lr_decay_iters'] = lr_decay_iters = lr_decay_iters or max_iters
+
+# data: every graded route of a split as one padded row, built once, so a batch is a gather
+meta = load_meta(os.path.join(data_root, dataset, 'meta.pkl'))
+splits = {}
+for split in SPLITS:
+    rows = load_split(meta, os.path.join(data_root, dataset), split)
+    graded = ~np.isnan(rows['difficulty'])
+    keep = graded if split != 'train' else graded & ~(rows['ascents'] < min_ascents_train)  # NaN: unknown, kept
+    if (~graded).any():
+        print(f"{split}: skipping {int((~graded).sum()):,} of {len(graded):,} routes without a known difficulty")
+    if split == 'train' and (graded & ~keep).any():
+        print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
+    rows = select(rows, keep)
+    weight = np.ones(len(rows['difficulty'])) if not ascent_weight_cap else \
+        np.where(np.isnan(rows['ascents']), 1.0, np.clip(rows['ascents'], 1, ascent_weight_cap))
+    rows.update(angle_t=torch.tensor(rows['angle'], dtype=torch.float32),
+                target=torch.tensor(rows['difficulty'], dtype=torch.float32),
+                weight=torch.tensor(weight, dtype=torch.float32), by_length=torch.argsort(rows['lengths'], stable=True))
+    splits[split] = rows
+assert len(splits['train']['target']) > 0, f"no graded training routes in {data_root}/{dataset}"
+print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded routes" for s in SPLITS)
+      + f"; vocabulary {len(meta['itos']):,}")
+
+
+def get_batch(split, generator):
+    rows = splits[split]
+    n = len(rows['target'])
+    if length_pool:  # a window of the routes sorted by length, wrapping around so every route is as likely
+        start = torch.randint(n, (1,), generator=generator)
+        i = rows['by_length'][(start + torch.randint(min(n, length_pool * batch_size), (batch_size,), generator=generator)) % n]
+    else:
+        i = torch.randint(n, (batch_size,), generator=generator)
+    T = int(rows['lengths'][i].max())  # trim the padding every row of this batch shares
+    return rows['inputs'][i, :T], rows['angle_t'][i], rows['target'][i], rows['weight'][i]
+
+
+@torch.no_grad()
+def evaluate(model):
+    """val_loss: the training loss (weighted smooth L1) on all of val; MAE on val, on val routes
+    with >= 5 ascents where ascents are known, and on as many train routes as val has."""
+    val, device = splits['val'], next(model.parameters()).device
+    total, weight = 0.0, 0.0
+    for i in range(0, len(val['target']), 512):
+        batch = (val['inputs'][i:i + 512], val['angle_t'][i:i + 512], val['target'][i:i + 512], val['weight'][i:i + 512])
+        _, loss = model(*(t.to(device) for t in batch))
+        total += loss.item() * float(batch[3].sum())
+        weight += float(batch[3].sum())
+    out = dict(val_loss=total / max(weight, 1e-9))
+    pred = predict(model, val['inputs'], val['angle'])
+    err = np.abs(pred - val['difficulty'])
+    out['val_mae'] = float(err.mean())
+    many = val['ascents'] >= 5
+    if many.any():
+        out['val_mae_5asc'] = float(err[many].mean())
+    train_rows = splits['train']
+    n = min(len(train_rows['target']), max(len(val['target']), 256))
+    out['train_mae'] = float(np.abs(predict(model, train_rows['inputs'][:n], train_rows['angle'][:n])
+                                    - train_rows['difficulty'][:n]).mean())
+    return out
+
+
+token_xy, token_role = encoder_tables(meta)
+model_args = dict(vocab_size=len(meta['itos']), block_size=int(splits['train']['inputs'].size(1)), n_layer=n_layer,
+                  n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias, token_xy=token_xy, token_role=token_role,
+                  difficulty_mean=float(np.average(splits['train']['difficulty'], weights=splits['train']['weight'])))
+t0 = time.time()
+model, metrics = train(config, model_args, build_grader, get_batch, evaluate)
+print(f"trained in {format_seconds(time.time() - t0)}")
+
+# -----------------------------------------------------------------------------
+# the test split: the best checkpoint by val loss, beside the ridge baseline fitted on the same rows
+if int(os.environ.get('RANK', 0)) == 0:
+    best = os.path.join(out_dir, 'best.pt')
+    if os.path.isfile(best):
+        model.load_state_dict(load_checkpoint(best, next(model.parameters()).device)['model'])
+    t0 = time.time()
+    coef, l2, val_mae = ridge_baseline(splits['train'], splits['val'], token_role, splits['train']['weight'].numpy())
+    print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
+    test = splits['test']
+    predictions = dict(model=predict(model, test['inputs'], test['angle']),
+                       ridge=ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role)))
+    print(f"\ntest split, {'best.pt' if os.path.isfile(best) else 'final model'}:\n" + board_report(test, predictions))
