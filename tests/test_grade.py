@@ -17,7 +17,7 @@ from grade import (board_report, encoder_tables, fit_ridge, font_grade, grade_me
 from routes import SPLITS, Grammar, load_meta
 
 TRAIN_ARGS = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--dropout=0.0', '--batch_size=32', '--max_iters=200',
-              '--lr_decay_iters=200', '--warmup_iters=5', '--learning_rate=1e-2', '--min_lr=1e-3', '--eval_interval=50',
+              '--lr_decay_iters=200', '--warmup_iters=5', '--learning_rate=3e-3', '--min_lr=3e-4', '--eval_interval=50',
               '--log_interval=25', '--device=cpu', '--dtype=float32', '--compile=False']
 
 
