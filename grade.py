@@ -18,7 +18,6 @@ Metrics are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16); grades ar
 Font grades (round(difficulty), clamped to 10..33) and as V numbers of those.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -357,8 +356,7 @@ def main():
 
 
 if __name__ == '__main__':
-    with contextlib.redirect_stdout(sys.stderr):  # config lines to stderr: stdout is the grades
-        configure(globals())
+    configure(globals())  # its echo goes to stderr: stdout is the grades
     try:
         sys.exit(main())
     except RouteError as e:
