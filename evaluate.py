@@ -13,7 +13,9 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
   realism against the real test routes (Jensen-Shannon divergences, shape statistics, Fréchet
   distance of grade-model embeddings); the same for a frequency baseline that samples holds from
   their frequencies given board, angle and grade under the same grammar;
-- a sheet of generated routes drawn on the board, grouped by requested grade.
+- a sheet of generated routes drawn on the board, grouped by requested grade (and sheet_<board>.svg,
+  one route per requested grade, to put in a README);
+- headline.md: the key figures as a markdown table, also printed.
 """
 
 import json
@@ -29,7 +31,7 @@ import torch
 
 import metrics as M
 from configurator import configure
-from draw import board_svg
+from draw import board_svg, write_sheet
 from model import GPT, ModelConfig, generate
 from routes import (END, FONT, MAX_DIFFICULTY, MIN_DIFFICULTY, SPLITS, V_GRADE, DecodingRules, Grammar, grade_name,
                     load_meta)
@@ -219,7 +221,7 @@ def grade_routes(rs):
         x = torch.tensor([t + [0] * (T - len(t)) for t in inputs], device=device)
         a = torch.tensor([math.nan if r['angle'] is None else float(r['angle']) for r in chunk], device=device)
         e = grader.embed(x, a)
-        preds += grader.head(e).squeeze(-1).float().tolist()
+        preds += grader.median(grader.head(e).float().softmax(-1)).tolist()
         embs += list(e.float().cpu().numpy())
     return preds, embs
 
@@ -415,12 +417,17 @@ for r in samples_decoded['gpt']:
     if len(by_grade[(r['board'], r['grade'])]) < sheet_per_grade:
         by_grade[(r['board'], r['grade'])].append(r)
 html.append('<h2>Generated routes by requested grade</h2>')
+sheets = defaultdict(list)  # per board, the first route of every requested grade: one standalone SVG
 for (b, g) in sorted(by_grade, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
     cells = []
-    for r in by_grade[(b, g)]:
+    for i, r in enumerate(by_grade[(b, g)]):
         sub = f"{'?' if r['angle'] is None else r['angle']}°, {len(r['holds'])} holds"
         cells.append(board_svg(board_specs[b], r['holds'], title=grade_name(g), subtitle=sub, size=160))
+        if i == 0:
+            sheets[b].append(dict(holds=r['holds'], title=grade_name(g), subtitle=sub))
     html.append(f'<div class="row"><h3>{escape(b)} {escape(grade_name(g))}</h3>' + ''.join(cells) + '</div>')
+for b, sheet in sheets.items():
+    write_sheet(os.path.join(report_dir, f'sheet_{b}.svg'), board_specs[b], sheet, columns=6)
 
 style = ('body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0} '
          'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f4f4f4} '
@@ -430,4 +437,33 @@ with open(html_path + '.tmp', 'w') as f:
     f.write(f'<!doctype html><html><head><meta charset="utf-8"><title>boardgpt report</title>'
             f'<style>{style}</style></head><body>' + '\n'.join(html) + '</body></html>')
 os.replace(html_path + '.tmp', html_path)
-log(f"wrote {json_path} and {html_path}")
+
+
+def headline():
+    """The report's key figures as a markdown table (printed, and saved as headline.md)."""
+    lines = ['| sampler | board | valid | distinct | copies | nearest Jaccard | grade MAE | within 1 V '
+             '| JS holds | JS hold count | Fréchet |', '|' + '---|' * 11]
+    for name, g in gen_metrics.items():
+        for b, m in g['boards'].items():
+            cells = [name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
+                     num(m.get('grade_mae'), 2), pct(m.get('grade_within1_v')), num(m['js_hold_usage']),
+                     num(m['js_hold_counts']), num(m.get('frechet_embedding'), 2)]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    if 'grade' in report:
+        lines += ['', '| grade predictor (test) | board | routes | MAE | within 1 V | exact Font | within 1 Font |',
+                  '|' + '---|' * 7]
+        for b, entry in report['grade'].items():
+            for part, rows in (('all', 'all rows'), ('min5', '≥5 ascents')):
+                for name in ('model', 'ridge'):
+                    if part in entry[name]:
+                        m = entry[name][part]
+                        lines.append(f"| {name}, {rows} | {b} | {m['n']:,} | {m['mae']:.2f} | {pct(m['v_within1'])} "
+                                     f"| {pct(m['font_exact'])} | {pct(m['font_within1'])} |")
+    return '\n'.join(lines) + '\n'
+
+
+md_path = os.path.join(report_dir, 'headline.md')
+with open(md_path, 'w') as f:
+    f.write(headline())
+print(headline(), end='')
+log(f"wrote {json_path}, {html_path}, {md_path} and " + ', '.join(f'sheet_{b}.svg' for b in sheets))

@@ -65,17 +65,10 @@ def encoder_tables(meta):
 
 
 def build_grader(model_args):
-    """model_args (plain Python, as in a checkpoint) -> a fresh GradeEncoder. difficulty_mean
-    starts the output bias at the training mean, so training begins at the right scale instead
-    of spending its first thousand steps walking the bias from 0 to ~19."""
+    """model_args (plain Python, as in a checkpoint) -> a fresh GradeEncoder."""
     args = dict(model_args)
-    token_xy, token_role = args.pop('token_xy'), args.pop('token_role')
-    difficulty_mean = args.pop('difficulty_mean', None)
-    model = GradeEncoder(ModelConfig(**args), token_xy, token_role)
-    if difficulty_mean is not None:
-        with torch.no_grad():
-            model.head[-1].bias.fill_(difficulty_mean)
-    return model
+    tables = {k: args.pop(k) for k in ('token_xy', 'token_role', 'grade_min', 'grade_max')}
+    return GradeEncoder(ModelConfig(**args), **tables)
 
 
 def load_split(meta, folder, split):
@@ -241,9 +234,8 @@ def ridge_features(inputs, angles, token_role):
     N, V = inputs.size(0), len(role)
     onehot = torch.zeros(N, V)
     is_hold = role[inputs] > 0
-    onehot.scatter_(1, torch.where(is_hold, inputs, 0), is_hold.float())
+    onehot.scatter_(1, torch.where(is_hold, inputs, 0), is_hold.float())  # non-holds write 0 to column 0 (padding)
     onehot[torch.arange(N), inputs[:, 0]] = 1.0  # the board token
-    onehot[:, 0] = 0.0  # padding
     a = torch.as_tensor(np.asarray(angles, dtype=np.float32)) / 45.0
     unknown = torch.isnan(a)
     a = torch.where(unknown, torch.zeros_like(a), a)
@@ -324,7 +316,11 @@ def main():
         d = float(predict(model, [tokens], [a])[0])
         where = f"at {a:g} degrees" if not math.isnan(a) else "(angle unknown)"
         r = grade_record(d)
-        print(f"{default_board} {where}: difficulty {r['difficulty']:.2f}, Font {r['font']}, {r['v']}")
+        with torch.no_grad():  # how sure the model is: its three most likely Font grades
+            x, angle_t = torch.tensor([tokens], device=device), torch.tensor([a], device=device)
+            probs = model.head(model.embed(x, angle_t)).float().softmax(-1)[0]
+        likely = ', '.join(f"{FONT[model.grade_min + int(i)]} {p:.0%}" for p, i in zip(*probs.topk(3)))
+        print(f"{default_board} {where}: difficulty {r['difficulty']:.2f}, Font {r['font']}, {r['v']} (likely: {likely})")
         return 0
 
     if input == '-':

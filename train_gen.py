@@ -95,7 +95,9 @@ def get_batch(split, generator):
         i = by_length[start + torch.randint(window, (batch_size,), generator=generator)]
     else:
         i = torch.randint(len(lengths), (batch_size,), generator=generator)
-    T = min(x.size(1), -(-int(lengths[i].max()) // 8) * 8)  # trim shared padding; few shapes for compile
+    T = int(lengths[i].max())  # trim the padding all rows share
+    if compile:  # round up to a multiple of 8: a few shapes, so few recompiles
+        T = min(x.size(1), -(-T // 8) * 8)
     return x[i, :T], y[i, :T]
 
 

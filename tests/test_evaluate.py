@@ -29,3 +29,11 @@ def test_report_end_to_end(tiny, tmp_path):
     for part in html.split('<svg')[1:3]:  # the inline drawings are well-formed SVG
         ET.fromstring('<svg' + part.split('</svg>')[0] + '</svg>')
     assert 'wrote' in proc.stdout
+    sheet = ET.parse(tmp_path / 'report' / 'sheet_tiny.svg').getroot()  # a standalone SVG document
+    assert len([g for g in sheet.iter('{http://www.w3.org/2000/svg}g') if g.get('class') == 'route']) >= 2
+    headline = (tmp_path / 'report' / 'headline.md').read_text()  # the markdown summary, also printed
+    assert headline in proc.stdout
+    assert [line.split(' | ')[0] for line in headline.splitlines() if ' | tiny | ' in line][:2] == ['| gpt', '| frequency baseline']
+    mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
+    assert f"| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
+    assert f"| model, all rows | tiny | {grade['model']['all']['n']:,} | {grade['model']['all']['mae']:.2f} |" in headline
