@@ -175,7 +175,7 @@ class GradeEncoder(Transformer):
     The head scores every integer grade grade_min..grade_max (Font resolution). It is trained
     with two-hot targets (difficulty 20.3 is 70% grade 20 and 30% grade 21, so the continuous
     label loses nothing) and predicts the distribution's median, the point that minimises the
-    expected absolute error. On Kilter this measured a little better than regressing the number
+    expected absolute error. On Kilter it varied less from run to run than regressing the number
     with a smooth L1 loss, and it says how sure the model is."""
 
     def __init__(self, config, token_xy, token_role, grade_min=10, grade_max=33, n_fourier=8):
@@ -264,7 +264,14 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
                 cum = sorted_logits.softmax(-1).cumsum(-1)
                 drop = cum - sorted_logits.softmax(-1) >= top_p  # keeps the first token always
                 logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            # inverse-CDF sampling, one uniform per row: an order of magnitude faster than
+            # torch.multinomial on a (500, 2000) batch on a CPU, and the same distribution
+            probs = logits.softmax(-1)
+            cdf = probs.cumsum(-1)
+            u = torch.rand(B, 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+            nxt = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.size(-1) - 1)
+            # a u rounded up onto the total would pick the last token, maybe one the rules forbid
+            nxt = torch.where(probs.gather(1, nxt) > 0, nxt, probs.argmax(-1, keepdim=True))
         nxt = torch.where(done[:, None], torch.zeros_like(nxt), nxt)
         if rules is not None:
             rules.update(nxt)

@@ -459,12 +459,15 @@ class DecodingRules:
         reduces = is_next_req | ((role == S) & (self.min_start - s > self.req_left[:, S])[:, None]) \
             | ((role == F) & (self.min_finish - f > self.req_left[:, F])[:, None])
         ok &= ~(tight[:, None] & ~reduces)
-        # no dead ends: a route short of min_holds must have holds left above its last one
-        room = torch.stack([self.max_start - s, torch.full_like(s, 1 << 20), self.max_finish - f,
-                            torch.full_like(s, 1 << 20)], 1)  # (B, 4)
-        room_after = room[:, None, :] - torch.nn.functional.one_hot(self.tok_role.clamp(min=0), len(ROLES))[None]
-        capacity = torch.minimum(room_after.clamp(min=0), self.after[None]).sum(-1)  # (B, V)
-        ok &= ~(((n + 1) < self.min_holds)[:, None] & (capacity < self.min_holds[:, None]))
+        # no dead ends: a route short of min_holds must have holds left above its last one. Only
+        # rows still short need the check (the first few steps), so only they pay for it.
+        short = ((n + 1) < self.min_holds).nonzero().squeeze(1)
+        if len(short):
+            def room_after(left, r):  # how many more holds of role r each token leaves room for
+                return torch.minimum((left[short, None] - (role == r).long()).clamp(min=0), self.after[None, :, r])
+            capacity = self.after[:, M] + self.after[:, X] + room_after(self.max_start - s, S) \
+                + room_after(self.max_finish - f, F)  # (short rows, V); hand and foot holds have no cap
+            ok[short] &= capacity >= self.min_holds[short, None]
         end = (s >= self.min_start) & (f >= self.min_finish) & (n >= self.min_holds) & (self.req_ptr == self.req_len)
         ok[:, END] = end
         stuck = ~ok.any(1)  # cannot happen by the rules above; <end> keeps decoding going if it did

@@ -182,3 +182,40 @@ def test_torchrun_two_processes(tiny, tmp_path):
     assert '2 process(es)' in proc.stdout
     ckpt = torch.load(tmp_path / 'last.pt', weights_only=True)
     assert ckpt['iter_num'] == 10
+
+
+def test_sampler_draws_from_the_model_distribution():
+    """generate() samples the masked softmax exactly: frequencies match it, forbidden tokens never come."""
+    probs = torch.tensor([0.1, 0.0, 0.2, 0.3, 0.25, 0.15])  # token 1 is <end>, forbidden below
+
+    class Fixed(torch.nn.Module):  # a 'model' whose next-token logits never change
+        config = ModelConfig(vocab_size=6, block_size=2, n_layer=1, n_head=1, n_embd=8)
+
+        def __init__(self):
+            super().__init__()
+            self.lm_head = torch.nn.Linear(8, 6)
+
+        def new_cache(self, batch_size, device, dtype):
+            return None
+
+        def forward(self, idx, cache=None, pos=0):
+            return torch.ones(idx.size(0), idx.size(1), 6), None  # uniform: the rules shape the draw
+
+    class Rules:  # forbid <end> and token 5
+        def mask(self):
+            return torch.tensor([True, False, True, True, True, False]).expand(n, -1)
+
+        def update(self, tokens):
+            pass
+
+    n = 60_000
+    out = generate(Fixed(), torch.zeros(n, 1, dtype=torch.long), Rules(), generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(out[:, 1], minlength=6).float() / n
+    assert counts[1] == 0 and counts[5] == 0
+    assert torch.allclose(counts[[0, 2, 3, 4]], torch.full((4,), 0.25), atol=0.01)
+    # and with the model's own preferences: logits log(p) give frequencies p
+    Fixed.forward = lambda self, idx, cache=None, pos=0: (probs.clamp(min=1e-12).log().expand(idx.size(0), idx.size(1), -1), None)
+    Rules.mask = lambda self: (probs > 0).expand(n, -1)
+    out = generate(Fixed(), torch.zeros(n, 1, dtype=torch.long), Rules(), generator=torch.Generator().manual_seed(1))
+    counts = torch.bincount(out[:, 1], minlength=6).float() / n
+    assert counts[1] == 0 and torch.allclose(counts, probs, atol=0.01)
