@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import GPT, ModelConfig, generate
+from model import GPT, ModelConfig, generate, sample_tokens
 from routes import END, DecodingRules, Grammar, load_meta
 from trainer import load_checkpoint
 
@@ -147,7 +147,7 @@ def naive(n):
         while seq[0, -1].item() != END and seq.size(1) < gpt.config.block_size:
             logits, _ = gpt(seq)  # the whole sequence, every step
             logits = logits[:, -1].masked_fill(~rules.mask(), float('-inf'))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen)
+            nxt = sample_tokens(logits.softmax(-1), gen)  # the same draw: only batching and the cache differ
             rules.update(nxt)
             seq = torch.cat([seq, nxt], 1)
     return n

@@ -32,7 +32,7 @@ import torch
 import metrics as M
 from configurator import configure
 from draw import board_svg, write_sheet
-from model import GPT, ModelConfig, generate
+from model import GPT, ModelConfig, generate, sample_tokens
 from routes import (END, FONT, MAX_DIFFICULTY, MIN_DIFFICULTY, SPLITS, V_GRADE, DecodingRules, Grammar, grade_name,
                     load_meta)
 from trainer import load_checkpoint
@@ -179,7 +179,7 @@ class FrequencyBaseline:
             logits = lp + torch.log1p(-h)[:, None]
             logits[:, END] = torch.log(h)
             logits = logits.masked_fill(~rules.mask(), float('-inf'))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            nxt = sample_tokens(logits.softmax(-1), generator)
             done_before = rules.done.clone()
             rules.update(nxt)
             for s, t, d in zip(seqs, nxt.view(-1).tolist(), done_before.tolist()):
@@ -216,12 +216,12 @@ def grade_routes(rs):
     preds, embs = [], []
     for i in range(0, len(rs), 512):
         chunk = rs[i:i + 512]
-        inputs = [r['tokens'][:2] + r['tokens'][3:-1] for r in chunk]  # no grade token, no <end>
+        inputs = [G.encoder_input(r['tokens']) for r in chunk]
         T = max(len(t) for t in inputs)
         x = torch.tensor([t + [0] * (T - len(t)) for t in inputs], device=device)
         a = torch.tensor([math.nan if r['angle'] is None else float(r['angle']) for r in chunk], device=device)
         e = grader.embed(x, a)
-        preds += grader.median(grader.head(e).float().softmax(-1)).tolist()
+        preds += grader.median(grader.log_probs(e).exp()).tolist()
         embs += list(e.float().cpu().numpy())
     return preds, embs
 
@@ -241,7 +241,7 @@ if grader is not None:
             for r, e in zip(real[b], emb):
                 r['embedding'] = e
 
-gen_metrics = {}
+gen_metrics, decoded_by_sampler = {}, {}
 for name, seqs in samples.items():
     decoded, invalid = [], 0
     for s, p in zip(seqs, prompts):
@@ -253,6 +253,7 @@ for name, seqs in samples.items():
             continue
         r.update(tokens=s, asked=p)
         decoded.append(r)
+    decoded_by_sampler[name] = decoded
     if grader is not None and decoded:
         pred, emb = grade_routes(decoded)
         for r, d, e in zip(decoded, pred, emb):
@@ -287,7 +288,6 @@ for name, seqs in samples.items():
         f"{b}: distinct {100 * m['distinct']:.1f}%, copies {100 * m['copies']:.1f}%, "
         f"nearest Jaccard {m['nearest_jaccard']:.3f}" for b, m in per_board.items()))
 report['generation'] = gen_metrics
-samples_decoded = {name: [grammar.decode(s) for s in seqs] for name, seqs in samples.items()}
 
 # -----------------------------------------------------------------------------
 # grade model metrics on the test split, beside the ridge baseline fitted on the same train split
@@ -296,7 +296,7 @@ if grader is not None:
     token_xy, token_role = G.encoder_tables(meta)
     data = {s: G.load_split(meta, folder, s) for s in SPLITS}
     data = {s: G.select(d, ~np.isnan(d['difficulty'])) for s, d in data.items()}
-    weights = np.where(np.isnan(data['train']['ascents']), 1.0, np.clip(data['train']['ascents'], 1, 10))
+    weights = G.ascent_weights(data['train']['ascents'], 10)  # train_grade.py's default cap
     coef, _, _ = G.ridge_baseline(data['train'], data['val'], token_role, weights)
     test = data['test']
     predictions = dict(model=G.predict(grader, test['inputs'], test['angle']),
@@ -309,7 +309,7 @@ if grader is not None:
                             **({'min5': G.grade_metrics(p[many], test['difficulty'][many])} if many.any() else {}))
                  for name, p in predictions.items()}
         true, pred = test['difficulty'][rows], predictions['model'][rows]
-        font_true, font_pred = G.font_grade(true), G.font_grade(pred)
+        font_true = G.font_grade(true)
         entry['calibration'] = {int(f): float(pred[font_true == f].mean()) for f in sorted(set(font_true))}
         vt, vp = G.v_number(true), G.v_number(pred)
         entry['v_confusion'] = {int(v): {int(w): int(((vt == v) & (vp == w)).sum()) for w in sorted(set(vp))}
@@ -399,7 +399,7 @@ if 'grade' in report:
                     label = f'{name} ({"all rows" if part == "all" else "≥5 ascents"})'
                     rows.append([label] + [fmt.format(m[k]) for k, _, fmt in keys])
         html.append(f'<h3>{escape(b)}</h3>' + table(['predictor'] + [name for _, name, _ in keys], rows))
-        cal = [[f'{FONT[f]}/{V_GRADE[f]}', f'{m:.2f}', f'{FONT[int(round(min(max(m, 10), 33)))]}']
+        cal = [[f'{FONT[f]}/{V_GRADE[f]}', f'{m:.2f}', FONT[int(G.font_grade(m))]]
                for f, m in entry['calibration'].items()]
         vs = sorted({w for row in entry['v_confusion'].values() for w in row})
         conf = [[f'V{v}'] + [row.get(w, 0) for w in vs] for v, row in entry['v_confusion'].items()]
@@ -413,7 +413,7 @@ if 'grade' in report:
 # a sheet of generated routes per requested grade
 board_specs = {b['name']: b for b in meta['boards']}
 by_grade = defaultdict(list)
-for r in samples_decoded['gpt']:
+for r in decoded_by_sampler['gpt']:  # valid routes only (all of them, by construction)
     if len(by_grade[(r['board'], r['grade'])]) < sheet_per_grade:
         by_grade[(r['board'], r['grade'])].append(r)
 html.append('<h2>Generated routes by requested grade</h2>')
@@ -462,8 +462,8 @@ def headline():
     return '\n'.join(lines) + '\n'
 
 
-md_path = os.path.join(report_dir, 'headline.md')
+md_path, summary = os.path.join(report_dir, 'headline.md'), headline()
 with open(md_path, 'w') as f:
-    f.write(headline())
-print(headline(), end='')
+    f.write(summary)
+print(summary, end='')
 log(f"wrote {json_path}, {html_path}, {md_path} and " + ', '.join(f'sheet_{b}.svg' for b in sheets))

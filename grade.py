@@ -91,6 +91,20 @@ def load_split(meta, folder, split):
                 board=np.array(arrays['board'], dtype=object))
 
 
+def encoder_input(tokens):
+    """A route's full token sequence (<board> <angle> <grade> holds <end>) -> the grade model's
+    input: the same without its grade token and <end>."""
+    return tokens[:2] + tokens[3:-1]
+
+
+def ascent_weights(ascents, cap):
+    """Each route's loss weight: min(ascents, cap), 1 where ascents are unknown (NaN); all 1 if
+    cap is 0. A grade logged once is much noisier than one many climbers agreed on."""
+    if not cap:
+        return np.ones(len(ascents))
+    return np.where(np.isnan(ascents), 1.0, np.clip(ascents, 1, cap))
+
+
 def select(split, keep):
     """The rows of a load_split() dict where keep (N,) bool is True."""
     keep_t = torch.from_numpy(np.asarray(keep))
@@ -151,7 +165,7 @@ def route_inputs(grammar, board_name, route, angle=None):
     holds = grammar.parse(board_name, route)
     grammar.validate(board_name, holds)
     tokens = grammar.encode(board_name, a, None, holds)
-    return tokens[:2] + tokens[3:-1], math.nan if a is None else float(a)
+    return encoder_input(tokens), math.nan if a is None else float(a)
 
 
 # -----------------------------------------------------------------------------
@@ -318,7 +332,7 @@ def main():
         r = grade_record(d)
         with torch.no_grad():  # how sure the model is: its three most likely Font grades
             x, angle_t = torch.tensor([tokens], device=device), torch.tensor([a], device=device)
-            probs = model.head(model.embed(x, angle_t)).float().softmax(-1)[0]
+            probs = model.log_probs(model.embed(x, angle_t)).exp()[0]
         likely = ', '.join(f"{FONT[model.grade_min + int(i)]} {p:.0%}" for p, i in zip(*probs.topk(3)))
         print(f"{default_board} {where}: difficulty {r['difficulty']:.2f}, Font {r['font']}, {r['v']} (likely: {likely})")
         return 0

@@ -95,7 +95,7 @@ def get_batch(split, generator):
         i = by_length[start + torch.randint(window, (batch_size,), generator=generator)]
     else:
         i = torch.randint(len(lengths), (batch_size,), generator=generator)
-    T = int(lengths[i].max())  # trim the padding all rows share
+    T = int(lengths[i].max())  # trim the padding every row of this batch shares
     if compile:  # round up to a multiple of 8: a few shapes, so few recompiles
         T = min(x.size(1), -(-T // 8) * 8)
     return x[i, :T], y[i, :T]

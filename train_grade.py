@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from grade import board_report, build_grader, encoder_tables, load_split, predict, ridge_baseline, ridge_features, ridge_predict, select
+from grade import ascent_weights, board_report, build_grader, encoder_tables, load_split, predict, ridge_baseline, ridge_features, ridge_predict, select
 from routes import MAX_DIFFICULTY, MIN_DIFFICULTY, SPLITS, load_meta
 from trainer import format_seconds, load_checkpoint, train
 
@@ -84,8 +84,7 @@ for split in SPLITS:
     if split == 'train' and (graded & ~keep).any():
         print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
     rows = select(rows, keep)
-    weight = np.ones(len(rows['difficulty'])) if not ascent_weight_cap else \
-        np.where(np.isnan(rows['ascents']), 1.0, np.clip(rows['ascents'], 1, ascent_weight_cap))
+    weight = ascent_weights(rows['ascents'], ascent_weight_cap)
     rows.update(angle_t=torch.tensor(rows['angle'], dtype=torch.float32),
                 target=torch.tensor(rows['difficulty'], dtype=torch.float32),
                 weight=torch.tensor(weight, dtype=torch.float32), by_length=torch.argsort(rows['lengths'], stable=True))
