@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import GPT, ModelConfig, generate, sample_tokens
+from model import build_generator, check_device, checkpoint_dir, load_checkpoint, load_generator, sample_routes, sample_tokens
 from routes import END, DecodingRules, Grammar, load_meta
-from trainer import load_checkpoint
 
 # -----------------------------------------------------------------------------
 # config
@@ -35,13 +34,14 @@ data_root = 'data'
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 train_iters = 300  # per mode; tokens/s is read from the progress lines after the first 100
 compile_modes = [False, True]
-sample_routes = 1000
+batched_routes = 1000
 sample_batch = 500
 naive_routes = 40
 checkpoint = ''  # a generator checkpoint to sample from; default out/kilter/gen/best.pt, else random weights
 seed = 1337
 # -----------------------------------------------------------------------------
 configure(globals())
+check_device(device)
 torch.manual_seed(seed)
 rows = []  # (what, figure, unit, note)
 
@@ -73,7 +73,7 @@ rows.append(('matmul peak fp32', peak['float32'] / 1e9, 'GFLOP/s', f'{torch.get_
 if device.startswith('cuda') and torch.cuda.is_bf16_supported():
     peak['bfloat16'] = matmul_peak(torch.bfloat16)
     rows.append(('matmul peak bf16', peak['bfloat16'] / 1e9, 'GFLOP/s', torch.cuda.get_device_name()))
-print(f"matmul peak: " + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()), flush=True)
+print("matmul peak: " + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()), flush=True)
 
 # -----------------------------------------------------------------------------
 # prepare.py on the database, and training through train_gen.py itself
@@ -82,7 +82,7 @@ t0 = time.perf_counter()
 subprocess.run([sys.executable, 'prepare.py', config, f'--data_root={tmp}'], check=True, capture_output=True)
 rows.append(('prepare.py', time.perf_counter() - t0, 's', f'{config}, wall time incl. start-up'))
 dataset = os.path.basename(config)[:-3]
-meta = load_meta(os.path.join(tmp, dataset, 'meta.pkl'))
+meta = load_meta(os.path.join(tmp, dataset))
 lengths = np.diff(meta['splits']['train']['offset']) - 1
 print(f"prepare.py: {rows[-1][1]:.1f}s", flush=True)
 
@@ -100,7 +100,7 @@ for compiled in compile_modes:
     rates = [float(m.replace(',', '')) for m in re.findall(r'([\d,]+) tok/s', proc.stdout)][1:]  # after warm-up
     tok_s = float(np.mean(rates))
     args = load_checkpoint(os.path.join(out_dir, 'last.pt'))['model_args']
-    model = GPT(ModelConfig(**args))
+    model = build_generator(args)
     flops = model.flops_per_token(float(lengths.mean()))
     dtype = 'bfloat16' if 'bfloat16' in proc.stdout.split('parameters')[1].split('\n')[0] else 'float32'
     mfu = tok_s * flops / peak.get(dtype, peak['float32'])
@@ -112,16 +112,11 @@ for compiled in compile_modes:
 # -----------------------------------------------------------------------------
 # sampling: batched + cached + constrained, against one route at a time with full recompute
 grammar = Grammar(meta)
-ckpt_path = checkpoint or os.path.join('out', dataset, 'gen', 'best.pt')
+ckpt_path = checkpoint or os.path.join(checkpoint_dir(dataset, 'gen'), 'best.pt')
 if os.path.isfile(ckpt_path):
-    ckpt = load_checkpoint(ckpt_path, device)
-    gpt = GPT(ModelConfig(**ckpt['model_args']))
-    gpt.load_state_dict(ckpt['model'])
-    weights = ckpt_path
+    gpt, weights = load_generator(ckpt_path, meta, device), ckpt_path
 else:
-    gpt = GPT(ModelConfig(**args))
-    weights = 'random weights'
-gpt.to(device).eval()
+    gpt, weights = build_generator(args).to(device).eval(), 'random weights'
 board = meta['boards'][0]
 angle = 40 if board['angle_known'] else None
 prompt = grammar.prefix(board['name'], angle, 20)
@@ -131,10 +126,8 @@ def batched(n):
     routes = 0
     for i in range(0, n, sample_batch):
         b = min(sample_batch, n - i)
-        out = generate(gpt, torch.tensor([prompt] * b, device=device),
-                       DecodingRules(grammar, [(board['name'], [])] * b, device=device),
-                       generator=torch.Generator(device=device).manual_seed(seed + i))
-        routes += int((out == END).any(1).sum())
+        generator = torch.Generator(device=device).manual_seed(seed + i)
+        routes += len(sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator))
     return routes
 
 
@@ -154,11 +147,11 @@ def naive(n):
 
 
 batched(min(sample_batch, 50))  # warm-up
-t = timed(lambda: batched(sample_routes), 1)
-fast = sample_routes / t
+t = timed(lambda: batched(batched_routes), 1)
+fast = batched_routes / t
 t = timed(lambda: naive(naive_routes), 1)
 slow = naive_routes / t
-rows.append(('sampling, batched + KV cache', fast, 'routes/s', f'{sample_routes} routes, batches of {sample_batch}, {weights}'))
+rows.append(('sampling, batched + KV cache', fast, 'routes/s', f'{batched_routes} routes, batches of {sample_batch}, {weights}'))
 rows.append(('sampling, naive loop', slow, 'routes/s', 'one route at a time, full recompute per step'))
 rows.append(('sampling speed-up', fast / slow, 'x', 'batched over naive, measured in this run'))
 

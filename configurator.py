@@ -4,31 +4,40 @@ Config overrides in the nanoGPT manner. A script keeps its config as module-leve
     configure(globals())
 
 which reads sys.argv in order: `config/<name>.py` files (plain Python that sets variables) and
-`--key=value` overrides (a bare `--flag` sets a boolean to True). Values are parsed as Python literals where they can be (`--lr=3e-4`,
-`--compile=False`, `--angles=[30,40]`), else kept as strings (`--db=~/kilter.db`).
+`--key=value` overrides (a bare `--flag` sets a boolean to True). Values are parsed as Python
+literals where they can be (`--lr=3e-4`, `--compile=False`, `--angles=[30,40]`), else kept as
+strings (`--db=~/kilter.db`).
 
-A config file serves every script (prepare, train_gen, train_grade, sample, evaluate), so keys a
-script does not use are skipped there; tests/test_config.py checks that every key in config/ is
-used by some script. On the command line an unknown key, or a value whose type differs from the
-default, stops the script with a one-line error.
+A config file serves every script (prepare, train_gen, train_grade, sample, evaluate, ...), so a
+key this script does not use is skipped here, but a key that no script uses (a typo such as
+`max_itres`) stops it, as does an unknown --key, a value whose type differs from the default, or
+a config file that is not valid Python: each with one line, `error: ...`.
+
+configure() also makes the script print any routes.InputError that reaches the top as one line,
+`error: <message>`, and exit with status 1, instead of a traceback: a mistake in what the user
+gave is theirs to fix, and the message says how. Any other exception is a bug in boardgpt and
+keeps its traceback.
 """
 
+import ast
+import difflib
+import glob
 import os
 import sys
 from ast import literal_eval
 
+from routes import InputError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 
 def configure(config, argv=None):
+    _one_line_errors()
     argv = sys.argv[1:] if argv is None else argv
     known = {k for k, v in config.items() if _is_setting(k, v)}
     for arg in argv:
         if not arg.startswith('--'):
-            if not os.path.isfile(arg):
-                sys.exit(f"error: config file {arg} not found")
-            print(f"config: {arg}", file=sys.stderr)
-            values = {}
-            exec(compile(open(arg).read(), arg, 'exec'), values)
-            for key, value in values.items():
+            for key, value in _read_config_file(arg, known).items():
                 if key in known and _is_setting(key, value):
                     config[key] = _checked(key, value, config[key], arg)
             continue
@@ -38,16 +47,78 @@ def configure(config, argv=None):
         if not sep:
             sys.exit(f"error: expected --key=value, got {arg}")
         if key not in known:
-            script = os.path.basename(sys.argv[0]) if sys.argv else 'this script'
-            sys.exit(f"error: unknown config key {key!r} for {script}")
+            script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'this script'
+            sys.exit(f"error: unknown config key {key!r} for {script}{_did_you_mean(key, known)}")
         try:
             value = literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             value = text
         if isinstance(config[key], str) and not isinstance(value, str):
             value = text  # a text setting takes the text as typed: --grade=20, --name=2024
         config[key] = _checked(key, value, config[key], f'--{key}')
         print(f"config: {key} = {config[key]!r}", file=sys.stderr)
+
+
+def _read_config_file(path, known):
+    """A config file's settings, refusing keys no script knows and files that do not run."""
+    if not os.path.isfile(path):
+        sys.exit(f"error: config file {path} not found (expected e.g. config/kilter.py, or --key=value)")
+    print(f"config: {path}", file=sys.stderr)
+    try:
+        with open(path, encoding='utf-8') as f:
+            code = compile(f.read(), path, 'exec')
+        values = {}
+        exec(code, values)  # a config file is the user's own Python, as in nanoGPT
+    except SyntaxError as e:
+        sys.exit(f"error: config file {path}, line {e.lineno}: {e.msg}")
+    except (UnicodeDecodeError, ValueError) as e:
+        sys.exit(f"error: config file {path} is not readable Python text ({e})")
+    except Exception as e:  # noqa: BLE001  (whatever the file's own code raised: report it, one line)
+        sys.exit(f"error: config file {path} failed: {type(e).__name__}: {e}")
+    settings = {k: v for k, v in values.items() if _is_setting(k, v) and k != '__builtins__'}
+    everyone = script_settings() | known
+    for key in settings:
+        if key not in everyone:
+            sys.exit(f"error: config file {path} sets {key!r}, which no boardgpt script reads{_did_you_mean(key, everyone)}")
+    return settings
+
+
+def script_settings():
+    """Every config key some script reads: the module-level names assigned before the script's
+    configure(globals()) call, in each top-level script that calls it."""
+    keys = set()
+    for path in glob.glob(os.path.join(HERE, '*.py')):
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), path)
+        names, calls = set(), False
+        for node in tree.body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                    getattr(node.value.func, 'id', None) == 'configure':
+                calls = True
+                break
+            if isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        if calls:
+            keys |= names
+    return keys
+
+
+def _did_you_mean(key, known):
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ''
+
+
+def _one_line_errors():
+    def hook(kind, value, tb):  # the interpreter then exits with status 1, as after any uncaught error
+        if issubclass(kind, InputError):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+    previous = sys.excepthook if sys.excepthook is not None else sys.__excepthook__
+    if getattr(previous, 'boardgpt', False):
+        return
+    hook.boardgpt = True
+    sys.excepthook = hook
 
 
 def _is_setting(key, value):

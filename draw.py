@@ -5,6 +5,7 @@ sheet can be opened anywhere and checked by eye (is the route on the wall, are t
     board_svg(board, holds, title, subtitle)  one route on one board, an <svg> element
     sheet_svg(board, routes)                   many routes in a grid, a standalone SVG document
     write_sheet(path, board, routes)           the same, written to a file atomically
+    scatter_svg(true, pred), html_table(...), html_page(...)   the pieces of evaluate.py's report
 
 Every hold of the board is a faint dot, and the route's holds are open rings in the apps' colours
 (routes.ROLE_COLORS), so the hold itself stays visible as it does under the app's LEDs.
@@ -13,7 +14,7 @@ Every hold of the board is a faint dot, and the route's holds are open rings in 
 import os
 from xml.sax.saxutils import escape
 
-from routes import MOONBOARD_COLUMNS, ROLE_COLORS, ROLES
+from routes import FONT, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLE_COLORS, ROLES
 
 BOARD_FILL = '#2b2b2b'  # dark, like plywood under the LEDs; the rings show up well on it
 HOLD_FILL = '#bdbdbd'
@@ -68,7 +69,7 @@ def _placement_name(board, placement):
 def board_svg(board, holds, title='', subtitle='', size=240):
     """One route on its board as an <svg> element, `size` px wide (plus a small margin).
     holds: [(placement, role)]. Raises ValueError for a hold or role the board does not have."""
-    L = _layout(board, size)
+    layout = _layout(board, size)
     xy = {p: (x, y) for p, x, y in board['holds']}
     for placement, role in holds:
         if placement not in xy:
@@ -76,34 +77,34 @@ def board_svg(board, holds, title='', subtitle='', size=240):
         if role not in ROLE_COLORS:
             raise ValueError(f"hold {_placement_name(board, placement)} has role {role!r}; roles are {', '.join(ROLES)}")
 
-    s, g = L['scale'], L['gutter']
-    ox, oy = PAD, PAD + L['line']  # top-left corner of the board rectangle
+    scale, gutter = layout['scale'], layout['gutter']
+    ox, oy = PAD, PAD + layout['line']  # top-left corner of the board rectangle
 
     def to_svg(x, y):  # board units, y up -> px, y down
-        return ox + (x - L['left'] + g) * s, oy + (L['top'] - y + g) * s
+        return ox + (x - layout['left'] + gutter) * scale, oy + (layout['top'] - y + gutter) * scale
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_f(L["width"])}" height="{_f(L["height"])}" '
-           f'viewBox="0 0 {_f(L["width"])} {_f(L["height"])}" font-family="sans-serif">']
-    out.append(f'<text class="title" x="{_f(L["width"] / 2)}" y="{_f(PAD + L["font"])}" text-anchor="middle" '
-               f'font-size="{_f(L["font"])}" font-weight="bold" fill="{TEXT_FILL}">{escape(str(title))}</text>')
-    out.append(f'<rect class="board" x="{_f(ox)}" y="{_f(oy)}" width="{_f(L["board_w"])}" height="{_f(L["board_h"])}" '
-               f'rx="{_f(0.3 * L["pitch"] * s)}" fill="{BOARD_FILL}"/>')
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_f(layout["width"])}" height="{_f(layout["height"])}" '
+           f'viewBox="0 0 {_f(layout["width"])} {_f(layout["height"])}" font-family="sans-serif">']
+    out.append(f'<text class="title" x="{_f(layout["width"] / 2)}" y="{_f(PAD + layout["font"])}" text-anchor="middle" '
+               f'font-size="{_f(layout["font"])}" font-weight="bold" fill="{TEXT_FILL}">{escape(str(title))}</text>')
+    out.append(f'<rect class="board" x="{_f(ox)}" y="{_f(oy)}" width="{_f(layout["board_w"])}" height="{_f(layout["board_h"])}" '
+               f'rx="{_f(0.3 * layout["pitch"] * scale)}" fill="{BOARD_FILL}"/>')
 
     if board['format'] == 'moonboard':  # column letters and row numbers, faint, in the gutter
-        label = _f(0.45 * L['pitch'] * s)
+        label = _f(0.45 * layout['pitch'] * scale)
         columns = sorted({(x, p.rstrip('0123456789')) for p, x, _ in board['holds']})
         rows = sorted({y for _, _, y in board['holds']})
         for x, letter in columns:
             cx, _ = to_svg(x, 0)
-            out.append(f'<text class="label" x="{_f(cx)}" y="{_f(oy + 0.6 * g * s)}" text-anchor="middle" '
+            out.append(f'<text class="label" x="{_f(cx)}" y="{_f(oy + 0.6 * gutter * scale)}" text-anchor="middle" '
                        f'font-size="{label}" fill="{LABEL_FILL}">{escape(letter)}</text>')
         for y in rows:
             _, cy = to_svg(0, y)
-            out.append(f'<text class="label" x="{_f(ox + 0.5 * g * s)}" y="{_f(cy)}" text-anchor="middle" '
+            out.append(f'<text class="label" x="{_f(ox + 0.5 * gutter * scale)}" y="{_f(cy)}" text-anchor="middle" '
                        f'dominant-baseline="central" font-size="{label}" fill="{LABEL_FILL}">{y}</text>')
 
-    r_hold, r_ring = 0.14 * L['pitch'] * s, 0.42 * L['pitch'] * s
-    stroke = max(1.5, 0.11 * L['pitch'] * s)
+    r_hold, r_ring = 0.14 * layout['pitch'] * scale, 0.42 * layout['pitch'] * scale
+    stroke = max(1.5, 0.11 * layout['pitch'] * scale)
     # every hold of the board as a faint dot: one path of zero-length round-capped strokes, a few
     # bytes a hold where a <circle> each would make a sheet of Kilter boards megabytes
     dots = ''.join(f'M{_f(cx)} {_f(cy)}h0' for cx, cy in (to_svg(x, y) for _, x, y in board['holds']))
@@ -114,8 +115,8 @@ def board_svg(board, holds, title='', subtitle='', size=240):
         out.append(f'<circle class="ring" data-role="{role}" data-hold="{escape(str(placement))}" cx="{_f(cx)}" cy="{_f(cy)}" '
                    f'r="{_f(r_ring)}" fill="none" stroke="{ROLE_COLORS[role]}" stroke-width="{_f(stroke)}"/>')
 
-    out.append(f'<text class="subtitle" x="{_f(L["width"] / 2)}" y="{_f(oy + L["board_h"] + L["font"] * 1.25)}" '
-               f'text-anchor="middle" font-size="{_f(L["font"] * 0.9)}" fill="{SUBTEXT_FILL}">{escape(str(subtitle))}</text>')
+    out.append(f'<text class="subtitle" x="{_f(layout["width"] / 2)}" y="{_f(oy + layout["board_h"] + layout["font"] * 1.25)}" '
+               f'text-anchor="middle" font-size="{_f(layout["font"] * 0.9)}" fill="{SUBTEXT_FILL}">{escape(str(subtitle))}</text>')
     out.append('</svg>')
     return '\n'.join(out)
 
@@ -123,32 +124,32 @@ def board_svg(board, holds, title='', subtitle='', size=240):
 def sheet_svg(board, routes, columns=5, size=240):
     """Many routes of one board in a grid, as one standalone SVG document with a role legend.
     routes: [dict(holds=[(placement, role)], title=str, subtitle=str)]; titles are optional."""
-    L = _layout(board, size)
+    layout = _layout(board, size)
     columns = max(1, min(columns, len(routes) or 1))
-    header = 2 * L['line'] + PAD  # board title, then the legend
-    width = columns * L['width']
-    height = header + -(-len(routes) // columns) * L['height'] + PAD
+    header = 2 * layout['line'] + PAD  # board title, then the legend
+    width = columns * layout['width']
+    height = header + -(-len(routes) // columns) * layout['height'] + PAD
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<svg xmlns="http://www.w3.org/2000/svg" width="{_f(width)}" height="{_f(height)}" '
            f'viewBox="0 0 {_f(width)} {_f(height)}" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="#ffffff"/>',
-           f'<text class="sheet-title" x="{PAD}" y="{_f(PAD + L["font"])}" font-size="{_f(L["font"] * 1.1)}" '
+           f'<text class="sheet-title" x="{PAD}" y="{_f(PAD + layout["font"])}" font-size="{_f(layout["font"] * 1.1)}" '
            f'font-weight="bold" fill="{TEXT_FILL}">{escape(str(board["title"]))}</text>']
 
     # legend: only the roles this board has (the MoonBoard has no foot holds)
     out.append('<g class="legend">')
-    x, y = PAD + L['font'] / 2, PAD + L['line'] + L['font']
+    x, y = PAD + layout['font'] / 2, PAD + layout['line'] + layout['font']
     for role in ROLES:
         if role not in board['role_codes']:
             continue
-        out.append(f'<circle cx="{_f(x)}" cy="{_f(y - L["font"] / 3)}" r="{_f(L["font"] / 2.5)}" fill="none" '
+        out.append(f'<circle cx="{_f(x)}" cy="{_f(y - layout["font"] / 3)}" r="{_f(layout["font"] / 2.5)}" fill="none" '
                    f'stroke="{ROLE_COLORS[role]}" stroke-width="2"/>')
-        out.append(f'<text x="{_f(x + L["font"])}" y="{_f(y)}" font-size="{_f(L["font"])}" fill="{TEXT_FILL}">{role}</text>')
-        x += L['font'] * 6.5  # room for the longest name, 'finish'/'middle'
+        out.append(f'<text x="{_f(x + layout["font"])}" y="{_f(y)}" font-size="{_f(layout["font"])}" fill="{TEXT_FILL}">{role}</text>')
+        x += layout['font'] * 6.5  # room for the longest name, 'finish'/'middle'
     out.append('</g>')
 
     for i, route in enumerate(routes):
-        gx, gy = (i % columns) * L['width'], header + (i // columns) * L['height']
+        gx, gy = (i % columns) * layout['width'], header + (i // columns) * layout['height']
         out.append(f'<g class="route" transform="translate({_f(gx)},{_f(gy)})">')
         out.append(board_svg(board, route['holds'], route.get('title', ''), route.get('subtitle', ''), size))
         out.append('</g>')
@@ -157,9 +158,53 @@ def sheet_svg(board, routes, columns=5, size=240):
 
 
 def write_sheet(path, board, routes, columns=5):
-    """Write sheet_svg to path; via a temporary file, so a reader never sees half a sheet."""
-    svg = sheet_svg(board, routes, columns)
+    """Write sheet_svg to path."""
+    write_text(path, sheet_svg(board, routes, columns))
+
+
+def write_text(path, text):
+    """Write a file via a temporary one, so a reader never sees half of it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        f.write(svg)
+        f.write(text)
     os.replace(path + '.tmp', path)
+
+
+# -----------------------------------------------------------------------------
+# the report's HTML: tables, a scatter plot, the page around them
+
+def html_table(header, rows):
+    head = ''.join(f'<th>{escape(str(c))}</th>' for c in header)
+    body = ''.join('<tr>' + ''.join(f'<td>{escape(str(c))}</td>' for c in row) + '</tr>' for row in rows)
+    return f'<table><tr>{head}</tr>{body}</table>'
+
+
+def scatter_svg(true, pred, size=320):
+    """Predicted against true difficulty, with the diagonal a perfect model would sit on."""
+    lo, hi = MIN_DIFFICULTY - 1, MAX_DIFFICULTY + 1
+
+    def px(v):
+        return 30 + (v - lo) / (hi - lo) * (size - 40)
+
+    def py(v):
+        return size - 30 - (v - lo) / (hi - lo) * (size - 40)
+    dots = ''.join(f'<circle cx="{px(t):.1f}" cy="{py(p):.1f}" r="1.6" fill="#1f77b4" fill-opacity="0.35"/>'
+                   for t, p in zip(true, pred))
+    ticks = ''.join(f'<text x="{px(d):.1f}" y="{size - 14}" font-size="9" text-anchor="middle">{FONT[d]}</text>'
+                    f'<text x="26" y="{py(d) + 3:.1f}" font-size="9" text-anchor="end">{FONT[d]}</text>'
+                    for d in range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1, 3))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}">'
+            f'<line x1="{px(lo)}" y1="{py(lo)}" x2="{px(hi)}" y2="{py(hi)}" stroke="#aaa"/>{dots}{ticks}'
+            f'<text x="{size / 2}" y="{size - 2}" font-size="10" text-anchor="middle">true</text>'
+            f'<text x="8" y="12" font-size="10">predicted</text></svg>')
+
+
+REPORT_STYLE = ('body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0} '
+                'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f4f4f4} '
+                '.row svg{margin:4px} h3{margin:0.8em 0 0.2em}')
+
+
+def html_page(title, parts):
+    """A self-contained page: inline style and SVG, nothing fetched from anywhere."""
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f'<style>{REPORT_STYLE}</style></head><body>' + '\n'.join(parts) + '</body></html>')

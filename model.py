@@ -14,11 +14,17 @@ The two models of boardgpt, on one set of transformer blocks:
 
 import inspect
 import math
+import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, pad
 
 
 @dataclass
@@ -158,10 +164,10 @@ class GPT(Transformer):
         return logits, loss
 
     def new_cache(self, batch_size, device, dtype=torch.float32):
-        c = self.config
-        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        config = self.config
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-                for _ in range(c.n_layer)]
+                for _ in range(config.n_layer)]
 
 
 class GradeEncoder(Transformer):
@@ -232,9 +238,9 @@ class GradeEncoder(Transformer):
         pred = self.median(logp.exp())
         if targets is None:
             return pred, None
-        t = (targets - self.grade_min).clamp(0, self.n_grades - 1)
-        low = t.floor().long().clamp(max=self.n_grades - 2)[:, None]
-        upper = (t - low.squeeze(-1))[:, None]  # the two-hot target's weight on grade low + 1
+        grade = (targets - self.grade_min).clamp(0, self.n_grades - 1)
+        low = grade.floor().long().clamp(max=self.n_grades - 2)[:, None]
+        upper = (grade - low.squeeze(-1))[:, None]  # the two-hot target's weight on grade low + 1
         err = -((1 - upper) * logp.gather(-1, low) + upper * logp.gather(-1, low + 1)).squeeze(-1)
         loss = err.mean() if weights is None else (err * weights).sum() / weights.sum()
         return pred, loss
@@ -289,3 +295,242 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
         logits, _ = model(nxt, cache=cache, pos=pos)
         pos += 1
     return torch.cat(out, 1)
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: where they live, and loading them safely
+
+def checkpoint_dir(dataset, model):
+    """Where a dataset's trained models live: out/<dataset>/<model>, model one of 'gen' (the
+    generator), 'grade' (the grade model or ensemble), 'judge' (a grade model kept apart to
+    judge routes another grade model picked)."""
+    return os.path.join('out', dataset, model)
+
+
+def load_checkpoint(path, device='cpu'):
+    """A checkpoint's dict. weights_only=True, always: a checkpoint from elsewhere cannot run code
+    on load, and one that needs more than tensors and plain values is refused, not trusted."""
+    if not os.path.isfile(path):
+        raise InputError(f"no checkpoint at {path}: train one first (train_gen.py or train_grade.py)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else 'it holds objects'
+        if 'weights' in reason.lower():
+            reason = 'it holds more than tensors and plain values'
+        raise InputError(f"{path} cannot be loaded safely ({reason[:120]}): boardgpt loads only checkpoints "
+                         f"of tensors and plain values, as train_gen.py and train_grade.py write them") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise InputError(f"{path} is truncated or not a checkpoint ({first}): train it again") from None
+    if not isinstance(ckpt, dict) or not {'model', 'model_args'} <= set(ckpt):
+        raise InputError(f"{path} is not a boardgpt checkpoint (no model and model_args): train it again")
+    return ckpt
+
+
+def check_device(device):
+    """A device torch can use here, or a one-line error that says which ones it can."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this machine has no CUDA GPU torch can use; use --device=cpu")
+    if kind not in ('cpu', 'cuda', 'mps'):
+        raise InputError(f"device {device!r} is not supported: use cpu or cuda")
+    if kind == 'mps' and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r}: MPS is not available here; use --device=cpu")
+    return device
+
+
+def _state(model, ckpt, path):
+    try:
+        model.load_state_dict(ckpt['model'])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise InputError(f"{path} does not match the model it says it is ({str(e).splitlines()[0][:100]}): "
+                         f"train it again") from None
+    return model
+
+
+def build_generator(model_args):
+    return GPT(ModelConfig(**model_args))
+
+
+def load_generator(path, meta, device='cpu'):
+    """The GPT of a checkpoint written by train_gen.py, in eval mode, checked against the dataset."""
+    ckpt = load_checkpoint(path, device)
+    args = ckpt['model_args']
+    if 'token_role' in args:
+        raise InputError(f"{path} is a grade model, not a route generator: give a checkpoint of train_gen.py")
+    if args.get('vocab_size') != len(meta['itos']):
+        raise InputError(f"{path} was trained on another vocabulary ({args.get('vocab_size')} tokens, dataset "
+                         f"{meta['dataset']} has {len(meta['itos'])}): prepare and train on the same config")
+    try:
+        model = build_generator(args)
+    except TypeError as e:
+        raise InputError(f"{path} is not a route generator checkpoint ({e})") from None
+    return _state(model, ckpt, path).to(device).eval()
+
+
+def encoder_tables(meta):
+    """GradeEncoder's per-token tables as plain lists (they travel in a checkpoint's model_args):
+    token_xy (V, 2), each hold's (x, y) scaled to [0, 1] by its board's edges, and token_role (V,),
+    1 + the role's index in routes.ROLES for hold tokens, 0 for every other token."""
+    edges = {b['name']: b['edges'] for b in meta['boards']}
+    token_xy, token_role = [], []
+    for t, kind in enumerate(meta['kind']):
+        if kind != 'hold':
+            token_xy.append([0.0, 0.0])
+            token_role.append(0)
+            continue
+        left, right, bottom, top = edges[meta['hold_board'][t]]
+        token_xy.append([(meta['hold_x'][t] - left) / (right - left), (meta['hold_y'][t] - bottom) / (top - bottom)])
+        token_role.append(1 + ROLES.index(meta['hold_role'][t]))
+    return token_xy, token_role
+
+
+def build_grader(model_args):
+    """model_args (plain Python, as in a checkpoint) -> a fresh GradeEncoder."""
+    args = dict(model_args)
+    tables = {k: args.pop(k) for k in ('token_xy', 'token_role', 'grade_min', 'grade_max')}
+    return GradeEncoder(ModelConfig(**args), **tables)
+
+
+def grader_args(meta, **config):
+    """A GradeEncoder's model_args for a dataset: its token tables and the app's grade range."""
+    token_xy, token_role = encoder_tables(meta)
+    return dict(config, vocab_size=len(meta['itos']), token_xy=token_xy, token_role=token_role,
+                grade_min=MIN_DIFFICULTY, grade_max=MAX_DIFFICULTY)
+
+
+class GradeEnsemble(nn.Module):
+    """Several grade models (seeds) as one: the mean of their grade distributions, and its
+    median. It answers embed / log_probs / median / forward like a single GradeEncoder."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.grade_min, self.n_grades = members[0].grade_min, members[0].n_grades
+
+    def embed(self, idx, angle):
+        return torch.cat([m.embed(idx, angle) for m in self.members], -1)  # every member's view of the route
+
+    def log_probs(self, pooled):
+        parts = pooled.chunk(len(self.members), -1)
+        probs = torch.stack([m.log_probs(p).exp() for m, p in zip(self.members, parts)]).mean(0)
+        return probs.clamp(min=1e-12).log()
+
+    def median(self, probs):
+        return self.members[0].median(probs)
+
+    def forward(self, idx, angle, targets=None, weights=None):
+        return self.median(self.log_probs(self.embed(idx, angle)).exp()), None
+
+
+def grade_checkpoints(folder):
+    """The checkpoints of a grade model folder: folder/best.pt for one model, or
+    folder/member*/best.pt for an ensemble (train_grade.py --ensemble=K)."""
+    single = os.path.join(folder, 'best.pt')
+    if os.path.isfile(single):
+        return [single]
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, d, 'best.pt') for d in sorted(os.listdir(folder))
+            if d.startswith('member') and os.path.isfile(os.path.join(folder, d, 'best.pt'))]
+
+
+def load_grader(path, meta, device='cpu'):
+    """A grade model in eval mode: path is a checkpoint (.pt) or a folder of them (one model, or
+    an ensemble). Each must have been trained on this dataset's vocabulary: its token tables are
+    checked against meta's."""
+    paths = [path] if path.endswith('.pt') else grade_checkpoints(path)
+    if not paths or not os.path.isfile(paths[0]):
+        raise InputError(f"no grade model at {path}: train one first (python train_grade.py config/{meta['dataset']}.py)")
+    token_xy, token_role = encoder_tables(meta)
+    members = []
+    for p in paths:
+        ckpt = load_checkpoint(p, device)
+        args = ckpt['model_args']
+        if 'token_role' not in args:
+            raise InputError(f"{p} is a route generator, not a grade model: give a checkpoint of train_grade.py")
+        if args['token_role'] != token_role or not np.allclose(args['token_xy'], token_xy):
+            raise InputError(f"{p} was trained on another vocabulary than dataset {meta['dataset']}: "
+                             f"retrain it, or pass the matching dataset")
+        members.append(_state(build_grader(args), ckpt, p))
+    model = members[0] if len(members) == 1 else GradeEnsemble(members)
+    model.paths = paths
+    return model.to(device).eval()
+
+
+# -----------------------------------------------------------------------------
+# batched use of trained models
+
+@torch.no_grad()
+def grade_routes(model, inputs, angles, batch_size=512):
+    """Grade many routes at once. inputs: token lists, <board> <angle> holds (routes.encoder_input);
+    angles: degrees, NaN or None where unknown. -> dict of numpy arrays: difficulty (N,), the
+    predicted median; probs (N, n_grades) over grades grade_min..; embedding (N, C), the pooled
+    vector (what Fréchet distances compare). The model is left in the mode it was in."""
+    angles = torch.tensor([math.nan if a is None else float(a) for a in angles], dtype=torch.float32)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = dict(difficulty=[], probs=[], embedding=[])
+    for i in range(0, len(inputs), batch_size):
+        x = torch.from_numpy(pad(inputs[i:i + batch_size])).to(device)
+        pooled = model.embed(x, angles[i:i + batch_size].to(device))
+        probs = model.log_probs(pooled).exp()
+        for key, value in (('difficulty', model.median(probs)), ('probs', probs), ('embedding', pooled)):
+            out[key].append(value.float().cpu().numpy())
+    model.train(was_training)
+    if not out['difficulty']:
+        return dict(difficulty=np.zeros(0), probs=np.zeros((0, model.n_grades)), embedding=np.zeros((0, 0)))
+    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+
+
+@torch.no_grad()
+def route_nll(model, sequences, batch_size=256):
+    """Each route's summed negative log-likelihood of its holds and <end> given its conditioning
+    tokens (the generator's loss, per route) -> numpy (N,)."""
+    device = model.lm_head.weight.device
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i:i + batch_size]
+        x = torch.from_numpy(pad([s[:-1] for s in chunk])).to(device)
+        y = torch.from_numpy(pad([[-1] * (CONDITIONING - 1) + s[CONDITIONING:] for s in chunk], fill=-1)).to(device)
+        logits, _ = model(x)
+        nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction='none')
+        out.append(nll.sum(1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def check_sampling(temperature, top_k, top_p):
+    """Sampling settings generate() can use, or a one-line error."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise InputError(f"temperature must be a number >= 0 (0: always the likeliest hold), got {temperature!r}")
+    if not (isinstance(top_k, int) and top_k >= 0):
+        raise InputError(f"top_k must be a whole number >= 0 (0: off), got {top_k!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1] (1: off), got {top_p!r}")
+
+
+def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """One route per prompt (board, angle, grade): angle None where the board's data has no angles,
+    grade an integer difficulty or None. required: per prompt, holds [(placement, role)] the route
+    must contain (a partial route to complete), or None. Decoded under each board's grammar, in one
+    batch. -> routes (dicts of board, angle, grade, holds, tokens), every one valid."""
+    check_sampling(temperature, top_k, top_p)
+    required = required or [[] for _ in prompts]
+    for (board, _, _), holds in zip(prompts, required):
+        grammar.check_prompt(board, holds)
+    device = model.lm_head.weight.device
+    prefix = torch.tensor([grammar.prefix(*p) for p in prompts], device=device)
+    rules = DecodingRules(grammar, [(p[0], list(holds)) for p, holds in zip(prompts, required)], device=device)
+    tokens = generate(model, prefix, rules, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    routes = []
+    for row in tokens.tolist():
+        row = row[:row.index(END) + 1]
+        route = grammar.decode(row)
+        grammar.validate(route['board'], route['holds'])  # valid by construction; checked anyway, it is cheap
+        routes.append(dict(route, tokens=row))
+    return routes

@@ -8,23 +8,25 @@ Reads an Aurora app database (Kilter, Tension; opened read-only) or MoonBoard pr
 the routes that pass the filters below, and writes to data/<dataset>/:
 - train.bin, val.bin, test.bin: uint16 token streams, one sequence per (climb, angle),
   <board> <angle> <grade> holds <end> (the grammar is in routes.py);
-- meta.pkl: vocabulary, token kinds and hold attributes, board geometry and role rules, grade
-  table, and per-route arrays (offset, angle, difficulty, ascents, quality, climb id) per split.
+- meta.pkl: vocabulary, token kinds and hold attributes, board geometry, role rules and LED map
+  (where the database has one), and per-route arrays (offset, board, angle, difficulty, ascents,
+  quality, climb id, name) per split.
 Every row read is accounted for: the table printed at the end counts rows removed per reason.
 """
 
 import json
 import os
+import pickle
 import sqlite3
-import sys
 import time
 from collections import Counter, defaultdict
 
 import numpy as np
 
 from configurator import configure
-from routes import (FONT, FONT_TO_DIFFICULTY, GRADES, MAX_DIFFICULTY, MIN_DIFFICULTY, MOONBOARD_COLUMNS,
-                    MOONBOARD_ROWS, SPLITS, Grammar, RouteError, build_vocab, split_of)
+from lights import read_led_map
+from routes import (FONT, FONT_TO_DIFFICULTY, MAX_DIFFICULTY, MIN_DIFFICULTY, MOONBOARD_COLUMNS, MOONBOARD_ROWS,
+                    SPLITS, Grammar, InputError, RouteError, block_size, build_vocab, split_of)
 
 # -----------------------------------------------------------------------------
 # config: the boards of the dataset, and the filters
@@ -41,13 +43,12 @@ data_root = 'data'
 # -----------------------------------------------------------------------------
 configure(globals())
 
-HOW_TO_GET_A_DB = ("Get a database: copy the Kilter or Tension app's db.sqlite3, or run "
-                   "`pip install boardlib` then `boardlib database kilter data/kilter.db --username YOU`; "
-                   "pass another path with --db=PATH")
+HOW_TO_GET_A_DB = ("Get one: the db.sqlite3 inside the board app's Android package (README, 'Getting a board "
+                   "database'); put it there or pass --db=PATH")
 
 
 def fail(message):
-    sys.exit(f"error: {message}")
+    raise InputError(message)
 
 
 def open_aurora(path):
@@ -95,6 +96,9 @@ def read_aurora(spec, path):
             fail(f"{path}: role ids {unknown} are not in placement_roles (have {sorted(known_roles)}); set role_ids")
 
     # grades: per angle from climb_stats where the database has it, else the per-climb cache
+    if not {'climb_stats', 'climb_cache_fields'} & tables:
+        fail(f"{path} has neither climb_stats nor climb_cache_fields: it carries no grades or angles, so every "
+             f"route would be ungraded. Use a database with its climb statistics (the app's own db.sqlite3 has them)")
     per_angle = 'climb_stats' in tables
     stats = defaultdict(list)
     if per_angle:
@@ -106,8 +110,8 @@ def read_aurora(spec, path):
                 "SELECT climb_uuid, display_difficulty, ascensionist_count, quality_average FROM climb_cache_fields"):
             stats[uuid].append((None, diff, asc, qual))
     rows = []
-    for uuid, layout_id, frames, frames_count, is_draft, is_listed, setter_angle in con.execute(
-            "SELECT uuid, layout_id, frames, frames_count, is_draft, is_listed, angle FROM climbs ORDER BY uuid"):
+    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle in con.execute(
+            "SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle FROM climbs ORDER BY uuid"):
         problem = None
         if layout_id != spec['layout_id']:
             problem = 'other layout'
@@ -118,11 +122,15 @@ def read_aurora(spec, path):
         # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
         # counts ascents per angle, and as unknown where it has none
         for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
-            rows.append(dict(climb_id=uuid, route=frames, angle=angle, difficulty=diff, ascents=asc,
+            rows.append(dict(climb_id=uuid, name=name, route=frames, angle=angle, difficulty=diff, ascents=asc,
                              quality=qual, problem=problem))
+    # what lighting a route needs (lights.py): each placement's LED position, each role's colour
+    leds, role_colors = read_led_map(con, spec['product_size_id'], spec['layout_id'])
     con.close()
     title = f"{layout[0] or 'layout %d' % spec['layout_id']} {size_name}"
-    return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=title), rows
+    colors = {role: role_colors.get(code) for role, code in spec['role_ids'].items()}
+    return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=title,
+                leds=leds, role_colors=colors if all(colors.values()) else {}), rows
 
 
 def read_moonboard(spec, path):
@@ -130,19 +138,26 @@ def read_moonboard(spec, path):
     if not os.path.isfile(path):
         fail(f"no MoonBoard problems at {path}: give the problems JSON with --db=PATH")
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             problems = json.load(f)['problems']
+        if not isinstance(problems, list):
+            raise TypeError('problems is not a list')
     except (ValueError, KeyError, TypeError) as e:
         fail(f"{path} is not MoonBoard problem JSON ({e.__class__.__name__}: {e}); expected {{'problems': [...]}}")
     holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
     rows = []
-    for p in problems:
+    for i, p in enumerate(problems):
+        if not isinstance(p, dict) or 'site_id' not in p:
+            rows.append(dict(climb_id=f'#{i}', name=None, route=None, angle=None, difficulty=None, ascents=None,
+                             quality=None, problem='malformed problem (no site_id)'))
+            continue
         grade = str(p.get('grade', '')).lower()
-        rows.append(dict(climb_id=str(p['site_id']), route=p.get('holds'), angle=spec['angles'][0],
+        rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=spec['angles'][0],
                          difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
                          problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
     edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
-    return dict(holds=holds, edges=edges, angle_known=True, title=spec.get('title', 'MoonBoard')), rows
+    return dict(holds=holds, edges=edges, angle_known=True, title=spec.get('title', 'MoonBoard'), leds={},
+                role_colors={}), rows
 
 
 # -----------------------------------------------------------------------------
@@ -152,22 +167,29 @@ if not boards:
     fail("no boards configured: run with a config file, e.g. python prepare.py config/kilter.py")
 if db and len(boards) != 1:
     fail(f"--db names one database, but dataset {dataset} has {len(boards)} boards; set each board's path in the config")
+if not 2 <= min_holds <= max_holds:
+    fail(f"hold bounds must satisfy 2 <= min_holds <= max_holds, got min_holds {min_holds}, max_holds {max_holds}")
+if angle_min > angle_max or min_ascents < 0:
+    fail(f"need angle_min <= angle_max and min_ascents >= 0, got {angle_min}..{angle_max} and {min_ascents}")
 board_meta, board_rows = [], {}
 for spec in boards:
     path = os.path.expanduser(db or spec['path'])
     reader = read_moonboard if spec['format'] == 'moonboard' else read_aurora
-    geometry, rows = reader(spec, path)
+    try:
+        geometry, rows = reader(spec, path)
+    except sqlite3.Error as e:
+        fail(f"{path} could not be read as an Aurora app database ({e}). {HOW_TO_GET_A_DB}")
     board_meta.append(dict(
         name=spec['name'], format=spec['format'], title=spec.get('title') or geometry['title'], source=path,
         role_codes=dict(spec['role_ids']), holds=geometry['holds'], edges=geometry['edges'],
-        angles=list(spec['angles']), angle_known=geometry['angle_known'],
+        angles=list(spec['angles']), angle_known=geometry['angle_known'], leds=geometry['leds'],
+        role_colors=geometry['role_colors'],
         min_start=1, max_start=spec['max_start'], min_finish=1, max_finish=spec['max_finish'],
         min_holds=min_holds, max_holds=max_holds))
     board_rows[spec['name']] = rows
     print(f"read {len(rows):,} rows of {board_meta[-1]['title']} from {path} ({len(geometry['holds'])} holds)")
 
-meta = dict(dataset=dataset, boards=board_meta, grades=[dict(difficulty=d, font=f, v=v) for d, f, v in GRADES],
-            **build_vocab(board_meta))
+meta = dict(dataset=dataset, boards=board_meta, **build_vocab(board_meta))
 grammar = Grammar(meta)
 
 # -----------------------------------------------------------------------------
@@ -234,6 +256,7 @@ for split, items in split_rows.items():
         arrays['ascents'].append(row['ascents'])
         arrays['quality'].append(row['quality'])
         arrays['climb_id'].append(row['climb_id'])
+        arrays['name'].append(row['name'])
     arrays['offset'].append(len(tokens))  # end sentinel: route i is tokens[offset[i]:offset[i+1]]
     assert len(grammar.itos) < 2 ** 16
     path = os.path.join(data_root, dataset, f'{split}.bin')
@@ -243,12 +266,8 @@ for split, items in split_rows.items():
     for name, row, holds in items:
         table[name].setdefault(split, 0)
         table[name][split] += 1
-meta['block_size'] = max(lengths) if lengths else max_holds + 4
-meta['filters'] = dict(angle_min=angle_min, angle_max=angle_max, min_ascents=min_ascents,
-                       min_quality=min_quality, min_holds=min_holds, max_holds=max_holds)
 meta['table'] = table
-import pickle  # noqa: E402  (only plain values go in, so routes.load_meta can refuse every class)
-path = os.path.join(data_root, dataset, 'meta.pkl')
+path = os.path.join(data_root, dataset, 'meta.pkl')  # plain values only, so routes.load_meta can refuse every class
 with open(path + '.tmp', 'wb') as f:
     pickle.dump(meta, f)
 os.replace(path + '.tmp', path)
@@ -277,5 +296,5 @@ print(f"\nvocabulary: {len(meta['itos']):,} tokens ({kinds['hold']:,} hold-and-r
 if lengths:
     q = np.percentile(lengths, [0, 50, 90, 99, 100]).astype(int)
     print(f"sequence length (tokens, incl. 3 conditioning + end): min {q[0]}, median {q[1]}, p90 {q[2]}, "
-          f"p99 {q[3]}, max {q[4]}; block_size {meta['block_size']}")
+          f"p99 {q[3]}, max {q[4]}; block_size {block_size(meta)}")
 print(f"wrote {os.path.join(data_root, dataset)}/{{train,val,test}}.bin and meta.pkl in {time.time() - t0:.1f}s")

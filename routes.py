@@ -29,8 +29,12 @@ their own (Tension Board 2 databases carry no angle, and many of their climbs no
 """
 
 import hashlib
+import math
+import os
 import pickle
 import re
+
+import numpy as np
 
 ROLES = ('start', 'middle', 'finish', 'foot')  # canonical order of roles within a route
 ROLE_COLORS = {'start': '#00dd00', 'middle': '#00c8ff', 'finish': '#ff00ff', 'foot': '#ffa500'}
@@ -53,11 +57,22 @@ FONT_TO_DIFFICULTY = {f: d for d, f, _ in GRADES}
 
 PAD, END = 0, 1  # token ids shared by every vocabulary
 SPLITS = ('train', 'val', 'test')
+CONDITIONING = 3  # <board> <angle> <grade> open every sequence: given to the generator, never predicted
 
 
-class RouteError(ValueError):
-    """Bad user or data input; the message is one line that names the problem, and `reason` is a
-    short category that prepare.py counts rows under."""
+def block_size(meta):
+    """The longest token sequence any board of the dataset allows: conditioning, holds, <end>."""
+    return CONDITIONING + max(b['max_holds'] for b in meta['boards']) + 1
+
+
+class InputError(ValueError):
+    """A mistake in what the user gave (arguments, config, routes, files, checkpoints). Its message
+    is one line that says what is wrong and what to do; scripts print it as `error: ...` and exit
+    non-zero (configurator.configure installs that), never as a traceback."""
+
+
+class RouteError(InputError):
+    """A route the grammar refuses; `reason` is a short category prepare.py counts rows under."""
 
     def __init__(self, message, reason='invalid route'):
         super().__init__(message)
@@ -94,11 +109,27 @@ def parse_grade(text):
                      f"or an app difficulty ({MIN_DIFFICULTY}..{MAX_DIFFICULTY})", 'unknown grade')
 
 
+def font_grade(difficulty):
+    """Continuous difficulty -> its integer Font grade on the app scale (round, clamp to 10..33).
+    A number in, an int out; an array in, an int array out."""
+    d = np.clip(np.rint(np.asarray(difficulty, dtype=np.float64)), MIN_DIFFICULTY, MAX_DIFFICULTY).astype(np.int64)
+    return int(d) if d.ndim == 0 else d
+
+
+_V_NUMBER = np.array([int(V_GRADE[d][1:]) if d in V_GRADE else -1 for d in range(MAX_DIFFICULTY + 1)])
+
+
+def v_number(difficulty):
+    """Continuous difficulty -> the V number (V5 -> 5) of its Font grade."""
+    v = _V_NUMBER[font_grade(difficulty)]
+    return int(v) if np.ndim(v) == 0 else v
+
+
 def grade_name(difficulty):
     """Continuous difficulty -> 'Font/V' of its Font grade, e.g. 20.4 -> '6c/V5'."""
     if difficulty is None:
         return '?'
-    d = min(max(int(round(difficulty)), MIN_DIFFICULTY), MAX_DIFFICULTY)
+    d = font_grade(difficulty)
     return f'{FONT[d]}/{V_GRADE[d]}'
 
 
@@ -221,6 +252,9 @@ class Grammar:
     def _parse_moonboard(self, board, route):
         if isinstance(route, dict):
             groups = route.items()
+            if not all(isinstance(names, list) for names in route.values()):
+                raise RouteError('malformed MoonBoard holds: expected {"SH": [...], "IH": [...], "FH": [...]}, '
+                                 'each a list of holds like "C5"', 'malformed route string')
         elif isinstance(route, str) and route.strip():
             groups = []
             for part in route.strip().split('/'):
@@ -283,17 +317,36 @@ class Grammar:
             raise RouteError(f"route has {len(holds)} holds; routes here have {b['min_holds']}..{b['max_holds']}",
                              f"fewer than {b['min_holds']} holds" if len(holds) < b['min_holds'] else f"more than {b['max_holds']} holds")
 
+    def check_prompt(self, board_name, holds):
+        """Raise RouteError unless the holds (a partial route) can still be completed into a route
+        the board allows: not too many start or finish holds, and room left for what is missing."""
+        b = self.board(board_name)
+        count = {r: sum(1 for _, role in holds if role == r) for r in ROLES}
+        for role in ('start', 'finish'):
+            if count[role] > b[f'max_{role}']:
+                raise RouteError(f"the prompt has {count[role]} {role} holds; {b['title']} routes have "
+                                 f"at most {b[f'max_{role}']}", f'too many {role} holds')
+        needed = len(holds) + max(0, b['min_start'] - count['start']) + max(0, b['min_finish'] - count['finish'])
+        if needed > b['max_holds']:
+            raise RouteError(f"the prompt has {len(holds)} holds and needs {needed - len(holds)} more for a start and "
+                             f"finish; routes here have at most {b['max_holds']} holds", f"more than {b['max_holds']} holds")
+
     def check_angle(self, board_name, angle):
         """An angle for this board (None = unknown, only where the board's data has no angles)."""
         b = self.board(board_name)
         if angle is None:
+            if b['angle_known'] and len(b['angles']) == 1:
+                return b['angles'][0]  # the MoonBoard is set at 40 degrees, and only at 40
             if b['angle_known']:
                 raise RouteError(f"{b['title']} routes need an angle: one of {_angle_list(b['angles'])}")
             return None
         try:
-            a = int(angle)
+            value = float(angle)
         except (TypeError, ValueError):
             raise RouteError(f"angle {angle!r} is not a number") from None
+        if isinstance(angle, bool) or not math.isfinite(value) or value != int(value):
+            raise RouteError(f"angle {angle!r} is not a whole number of degrees")
+        a = int(value)
         if b['angle_known'] and a not in b['angles']:
             raise RouteError(f"angle {angle} is impossible on {b['title']}: use one of {_angle_list(b['angles'])}",
                              'impossible angle')
@@ -301,27 +354,42 @@ class Grammar:
             return None  # the data cannot say anything about angles on this board
         return a
 
+    def route(self, board_name, route, angle=None, complete=True):
+        """A user's route string (or MoonBoard dict) and angle -> (holds, angle or None), checked:
+        an unknown board, an impossible angle, a malformed route, a hold the board lacks, or (if
+        complete) a route the rules do not allow raises RouteError; else a prompt that cannot be
+        completed does."""
+        a = self.check_angle(board_name, angle)
+        holds = self.parse(board_name, route)
+        if complete:
+            self.validate(board_name, holds)
+        else:
+            self.check_prompt(board_name, holds)
+        return holds, a
+
     # tokens --------------------------------------------------------------------
 
     def encode(self, board_name, angle, difficulty, holds):
         """A route -> its token ids: <board> <angle> <grade> holds (canonical order) <end>."""
-        grade = None if difficulty is None else min(max(int(round(difficulty)), MIN_DIFFICULTY), MAX_DIFFICULTY)
-        head = [self.board_token[board_name], self.angle_token[angle], self.grade_token[grade]]
-        return head + [self.hold_token[(board_name, p, r)] for p, r in self.canonical(board_name, holds)] + [END]
+        grade = None if difficulty is None else font_grade(difficulty)
+        return self.prefix(board_name, angle, grade) + self.hold_tokens(board_name, holds) + [END]
 
     def prefix(self, board_name, angle, grade):
-        """Conditioning tokens for generation; grade is an integer difficulty or None."""
+        """The CONDITIONING tokens that open a sequence; grade is an integer difficulty or None."""
         return [self.board_token[board_name], self.angle_token[angle], self.grade_token[grade]]
+
+    def hold_tokens(self, board_name, holds):
+        return [self.hold_token[(board_name, p, r)] for p, r in self.canonical(board_name, holds)]
 
     def decode(self, tokens):
         """Token ids -> dict(board, angle, grade, holds). Raises RouteError on a malformed sequence."""
         tokens = [int(t) for t in tokens]
-        if len(tokens) < 4 or tokens[0] not in self.token_board or tokens[1] not in self.token_angle \
+        if len(tokens) < CONDITIONING + 1 or tokens[0] not in self.token_board or tokens[1] not in self.token_angle \
                 or tokens[2] not in self.token_grade or tokens[-1] != END:
-            raise RouteError(f"malformed token sequence: expected <board> <angle> <grade> holds <end>")
+            raise RouteError("malformed token sequence: expected <board> <angle> <grade> holds <end>")
         board = self.token_board[tokens[0]]
         holds, last_rank = [], -1
-        for t in tokens[3:-1]:
+        for t in tokens[CONDITIONING:-1]:
             if self.kind[t] != 'hold' or self.meta['hold_board'][t] != board:
                 raise RouteError(f"token {self.itos[t]} is not a hold of board {board}")
             if self.meta['hold_rank'][t] <= last_rank:
@@ -355,16 +423,67 @@ def split_of(key, fractions=(0.90, 0.05, 0.05)):
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):  # meta.pkl holds only plain Python values: refuse any class
-        raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain values are allowed")
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}; only plain values are allowed")
 
 
-def load_meta(path):
-    """Load meta.pkl without executing anything in it (it may come from someone else)."""
+def load_meta(folder):
+    """A prepared dataset's meta.pkl, loaded without executing anything in it (it may come from
+    someone else). folder: data_root/dataset, as prepare.py wrote it."""
+    path = os.path.join(folder, 'meta.pkl')
     try:
         with open(path, 'rb') as f:
-            return _PlainUnpickler(f).load()
+            meta = _PlainUnpickler(f).load()
     except FileNotFoundError:
-        raise RouteError(f"no {path}: run `python prepare.py <config>` first") from None
+        dataset = os.path.basename(os.path.normpath(folder))
+        raise InputError(f"no {path}: prepare the data first (python prepare.py config/{dataset}.py)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as e:
+        raise InputError(f"{path} is not a meta.pkl written by prepare.py ({e}): run prepare.py again") from None
+    if not isinstance(meta, dict) or not {'boards', 'itos', 'splits'} <= set(meta):
+        raise InputError(f"{path} is not a meta.pkl written by prepare.py: run prepare.py again")
+    return meta
+
+
+def load_split(folder, meta, split):
+    """One split of a prepared dataset, the one reader of the format prepare.py writes: tokens, a
+    list of each route's token ids (<board> <angle> <grade> holds <end>); board, climb_id (N,)
+    object arrays; angle, difficulty, ascents (N,) float64 arrays, NaN where unknown."""
+    path = os.path.join(folder, f'{split}.bin')
+    if not os.path.isfile(path):
+        raise InputError(f"no {path}: prepare the data again (python prepare.py <config>)")
+    data = np.fromfile(path, dtype=np.uint16).tolist()
+    arrays = meta['splits'][split]
+    offsets = arrays['offset']
+    if offsets[-1] != len(data):
+        raise InputError(f"{path} does not match its meta.pkl: prepare the data again")
+
+    def floats(values):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    return dict(tokens=[data[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
+                board=np.array(arrays['board'], dtype=object), climb_id=np.array(arrays['climb_id'], dtype=object),
+                angle=floats(arrays['angle']), difficulty=floats(arrays['difficulty']), ascents=floats(arrays['ascents']))
+
+
+def select(rows, keep):
+    """The rows of a load_split() dict (or of one built from it) where keep (N,) bool is True."""
+    keep = np.asarray(keep, dtype=bool)
+    index = np.flatnonzero(keep)
+    return {k: [v[i] for i in index] if isinstance(v, list) else v[keep] for k, v in rows.items()}
+
+
+def encoder_input(tokens):
+    """A route's full token sequence -> the grade model's input: <board> <angle> holds, without
+    the grade token (what it predicts) and <end>."""
+    return tokens[:CONDITIONING - 1] + tokens[CONDITIONING:-1]
+
+
+def pad(rows, width=None, fill=PAD):
+    """Token lists -> an (N, width) int64 array, each row padded at the end with fill."""
+    width = max([len(r) for r in rows] + [1]) if width is None else width
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -393,26 +512,27 @@ class DecodingRules:
                 tok_board[t], tok_role[t], tok_rank[t] = board_index[b], ROLES.index(meta['hold_role'][t]), meta['hold_rank'][t]
                 tok_place[t] = places.setdefault((b, p), len(places))
         P = len(places)
-        T = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-        self.tok_board, self.tok_role, self.tok_rank = T(tok_board), T(tok_role), T(tok_rank)
-        self.tok_place = T([P if p < 0 else p for p in tok_place])  # non-holds map to a slot never used
+        def long(values):
+            return torch.tensor(values, dtype=torch.long, device=device)
+        self.tok_board, self.tok_role, self.tok_rank = long(tok_board), long(tok_role), long(tok_rank)
+        self.tok_place = long([P if p < 0 else p for p in tok_place])  # non-holds map to a slot never used
         self.is_hold = self.tok_board >= 0
         # after[t, r]: tokens of t's board and role r ranked above t, for the dead-end check
         same_board = self.tok_board[:, None] == self.tok_board[None, :]
         above = (self.tok_rank[None, :] > self.tok_rank[:, None]) & same_board & self.is_hold[None, :]
         self.after = torch.stack([(above & (self.tok_role[None, :] == r)).sum(1) for r in range(len(ROLES))], 1)
         rules = [grammar.boards[name] for name in grammar.boards]
-        rule = lambda key: T([b[key] for b in rules])  # noqa: E731
+        rule = lambda key: long([b[key] for b in rules])  # noqa: E731
         B = len(rows)
-        self.row_board = T([board_index[b] for b, _ in rows])
+        self.row_board = long([board_index[b] for b, _ in rows])
         bi = self.row_board
         self.min_start, self.max_start = rule('min_start')[bi], rule('max_start')[bi]
         self.min_finish, self.max_finish = rule('min_finish')[bi], rule('max_finish')[bi]
         self.min_holds, self.max_holds = rule('min_holds')[bi], rule('max_holds')[bi]
         required = [[grammar.hold_token[(b, p, r)] for p, r in grammar.canonical(b, holds)] for b, holds in rows]
         R = max([len(r) for r in required] + [1])
-        self.required = T([r + [-1] * (R - len(r)) for r in required])
-        self.req_len = T([len(r) for r in required])
+        self.required = long([r + [-1] * (R - len(r)) for r in required])
+        self.req_len = long([len(r) for r in required])
         self.req_ptr = torch.zeros(B, dtype=torch.long, device=device)
         self.req_left = torch.zeros(B, len(ROLES), dtype=torch.long, device=device)  # required, not yet emitted
         for i, r in enumerate(required):
@@ -435,8 +555,8 @@ class DecodingRules:
 
     def mask(self):
         torch = self.torch
-        S, M, F, X = range(len(ROLES))  # start, middle, finish, foot
-        s, f = self.count[:, S], self.count[:, F]
+        START, MIDDLE, FINISH, FOOT = range(len(ROLES))
+        s, f = self.count[:, START], self.count[:, FINISH]
         n = self.count.sum(1)
         role = self.tok_role[None, :]
         next_req = self._next_required()
@@ -447,17 +567,17 @@ class DecodingRules:
         place = self.tok_place[None, :].expand(len(n), -1)
         ok &= ~self.used.gather(1, place) & (~self.reserved.gather(1, place) | is_next_req)
         # room for starts and finishes beyond the required ones still to come
-        ok &= ~((role == S) & (s + self.req_left[:, S] >= self.max_start)[:, None] & ~is_next_req)
-        ok &= ~((role == F) & (f + self.req_left[:, F] >= self.max_finish)[:, None] & ~is_next_req)
-        ok &= ~((s < self.min_start)[:, None] & (role != S))  # starts rank first: no start yet, nothing else
-        ok &= ~((f < self.min_finish)[:, None] & (role == X))  # feet rank after finishes
+        ok &= ~((role == START) & (s + self.req_left[:, START] >= self.max_start)[:, None] & ~is_next_req)
+        ok &= ~((role == FINISH) & (f + self.req_left[:, FINISH] >= self.max_finish)[:, None] & ~is_next_req)
+        ok &= ~((s < self.min_start)[:, None] & (role != START))  # starts rank first: no start yet, nothing else
+        ok &= ~((f < self.min_finish)[:, None] & (role == FOOT))  # feet rank after finishes
         # the hold budget: when only the holds the route still needs fit, only those may come
-        need_s = torch.maximum(self.min_start - s, self.req_left[:, S]).clamp(min=0)
-        need_f = torch.maximum(self.min_finish - f, self.req_left[:, F]).clamp(min=0)
-        need = need_s + need_f + self.req_left[:, M] + self.req_left[:, X]
+        need_s = torch.maximum(self.min_start - s, self.req_left[:, START]).clamp(min=0)
+        need_f = torch.maximum(self.min_finish - f, self.req_left[:, FINISH]).clamp(min=0)
+        need = need_s + need_f + self.req_left[:, MIDDLE] + self.req_left[:, FOOT]
         tight = n + need >= self.max_holds
-        reduces = is_next_req | ((role == S) & (self.min_start - s > self.req_left[:, S])[:, None]) \
-            | ((role == F) & (self.min_finish - f > self.req_left[:, F])[:, None])
+        reduces = is_next_req | ((role == START) & (self.min_start - s > self.req_left[:, START])[:, None]) \
+            | ((role == FINISH) & (self.min_finish - f > self.req_left[:, FINISH])[:, None])
         ok &= ~(tight[:, None] & ~reduces)
         # no dead ends: a route short of min_holds must have holds left above its last one. Only
         # rows still short need the check (the first few steps), so only they pay for it.
@@ -465,8 +585,8 @@ class DecodingRules:
         if len(short):
             def room_after(left, r):  # how many more holds of role r each token leaves room for
                 return torch.minimum((left[short, None] - (role == r).long()).clamp(min=0), self.after[None, :, r])
-            capacity = self.after[:, M] + self.after[:, X] + room_after(self.max_start - s, S) \
-                + room_after(self.max_finish - f, F)  # (short rows, V); hand and foot holds have no cap
+            capacity = self.after[:, MIDDLE] + self.after[:, FOOT] + room_after(self.max_start - s, START) \
+                + room_after(self.max_finish - f, FINISH)  # (short rows, V); hand and foot holds have no cap
             ok[short] &= capacity >= self.min_holds[short, None]
         end = (s >= self.min_start) & (f >= self.min_finish) & (n >= self.min_holds) & (self.req_ptr == self.req_len)
         ok[:, END] = end
@@ -477,7 +597,6 @@ class DecodingRules:
         return ok
 
     def update(self, tokens):
-        torch = self.torch
         tokens = tokens.view(-1)
         hold = self.is_hold[tokens] & ~self.done
         rows = hold.nonzero().squeeze(1)

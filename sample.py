@@ -1,7 +1,7 @@
 """
 Sample new routes from a trained generator.
 
-    python sample.py config/kilter.py --angle=40 --grade=V5 --num_samples=10 --out=samples
+    python sample.py config/kilter.py --angle=40 --grade=V5 --num_samples=10 --out=out/samples
     python sample.py config/kilter.py --angle=35 --grade=6c+ --prompt=p1131r12p1146r12
     python sample.py config/moonboard.py --grade=7a --prompt='SH:C5,E6' --jsonl
 
@@ -14,15 +14,13 @@ on the board; --jsonl prints one JSON line per route instead.
 
 import json
 import os
-import sys
 
 import torch
 
 from configurator import configure
 from draw import write_sheet
-from model import GPT, ModelConfig, generate
-from routes import END, DecodingRules, Grammar, RouteError, grade_name, load_meta, parse_grade
-from trainer import load_checkpoint
+from model import check_device, checkpoint_dir, load_generator, sample_routes
+from routes import ROLES, Grammar, InputError, grade_name, load_meta, parse_grade
 
 # -----------------------------------------------------------------------------
 # config
@@ -45,47 +43,23 @@ device = 'cpu'
 # -----------------------------------------------------------------------------
 configure(globals())
 
-
-def fail(message):
-    sys.exit(f"error: {message}")
-
-
-meta = load_meta(os.path.join(data_root, dataset, 'meta.pkl'))
+# everything the user gave is checked before the model is loaded or anything is sampled
+meta = load_meta(os.path.join(data_root, dataset))
 grammar = Grammar(meta)
 board = board or meta['boards'][0]['name']
-try:
-    spec = grammar.board(board)
-    angle_used = grammar.check_angle(board, angle)
-    grades = [None] if str(grade) == '?' else parse_grade(grade)
-    required = grammar.parse(board, prompt) if prompt else []
-except RouteError as e:
-    fail(e)
+spec = grammar.board(board)
+required, angle_used = grammar.route(board, prompt, angle, complete=False) if prompt else ([], grammar.check_angle(board, angle))
+grades = [None] if str(grade) == '?' else parse_grade(grade)
+if not 1 <= num_samples <= 100_000:
+    raise InputError(f"num_samples must be 1..100000, got {num_samples}")
+check_device(device)
 if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
-if num_samples < 1:
-    fail('num_samples must be at least 1')
 
-ckpt_path = os.path.join(out_dir or os.path.join('out', dataset, 'gen'), checkpoint)
-ckpt = load_checkpoint(ckpt_path, device)
-model = GPT(ModelConfig(**ckpt['model_args']))
-model.load_state_dict(ckpt['model'])
-model.to(device).eval()
-if model.config.vocab_size != grammar.vocab_size:
-    fail(f"{ckpt_path} was trained on another vocabulary ({model.config.vocab_size} tokens, "
-         f"{dataset} has {grammar.vocab_size}): prepare and train on the same config")
-
-# a V grade covers several Font grades: spread the samples over them
-asked = [grades[i % len(grades)] for i in range(num_samples)]
-prefix = torch.tensor([grammar.prefix(board, angle_used, g) for g in asked], device=device)
-rules = DecodingRules(grammar, [(board, required)] * num_samples, device=device)
-gen = torch.Generator(device=device).manual_seed(seed)
-tokens = generate(model, prefix, rules, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
-
-routes = []
-for row in tokens.tolist():
-    route = grammar.decode(row[:row.index(END) + 1])
-    grammar.validate(board, route['holds'])  # by construction; checked anyway, it is cheap
-    routes.append(route)
+model = load_generator(os.path.join(out_dir or checkpoint_dir(dataset, 'gen'), checkpoint), meta, device)
+prompts = [(board, angle_used, grades[i % len(grades)]) for i in range(num_samples)]  # V5: 6c and 6c+
+generator = torch.Generator(device=device).manual_seed(seed)
+routes = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator)
 
 for i, r in enumerate(routes):
     text = grammar.format(board, r['holds'])
@@ -100,7 +74,7 @@ for i, r in enumerate(routes):
     angle_text = '?' if r['angle'] is None else f"{r['angle']}°"
     print(f"#{i + 1} {spec['title']} @ {angle_text}, {grade_name(r['grade'])}: {len(r['holds'])} holds")
     print(f"  {text}")
-    for role in ('start', 'middle', 'finish', 'foot'):
+    for role in ROLES:
         holds = [p for p, rr in r['holds'] if rr == role]
         if holds:
             xy = grammar.xy[board]

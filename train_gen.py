@@ -12,13 +12,12 @@ tokens only (the board, angle and grade tokens are given, never predicted).
 
 import os
 
-import numpy as np
 import torch
 
 from configurator import configure
-from model import GPT, ModelConfig
-from routes import SPLITS, load_meta
-from trainer import train
+from model import build_generator, checkpoint_dir, route_nll
+from routes import CONDITIONING, SPLITS, block_size, load_meta, load_split, pad
+from trainer import similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -36,7 +35,8 @@ dropout = 0.1
 bias = False
 # optimizer: AdamW, warmup then cosine decay
 batch_size = 64  # routes per micro-step
-length_buckets = True  # draw each batch from routes of similar length: almost no padding to compute
+length_pool = 8  # draw each batch from length_pool * batch_size routes of similar length: almost no
+#                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
 max_iters = 5000
 learning_rate = 2e-3
@@ -58,72 +58,50 @@ wandb_run_name = 'gen'
 # -----------------------------------------------------------------------------
 configure(globals())
 config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
-config['out_dir'] = out_dir = out_dir or os.path.join('out', dataset, 'gen')
+config['out_dir'] = out_dir = out_dir or checkpoint_dir(dataset, 'gen')
 
 # data: every route of a split as one padded row, built once, so a batch is a gather
-meta = load_meta(os.path.join(data_root, dataset, 'meta.pkl'))
-block_size = max(b['max_holds'] for b in meta['boards']) + 4  # the longest route a board allows
-N_CONDITIONING = 3  # <board> <angle> <grade>: given, not predicted
+folder = os.path.join(data_root, dataset)
+meta = load_meta(folder)
+block_size = block_size(meta)
 
 
-def load_split(split):
-    """(inputs, targets, lengths) of a split: inputs are route[:-1], targets route[1:], with -1
-    where the target is a conditioning token or padding."""
-    data = np.fromfile(os.path.join(data_root, dataset, f'{split}.bin'), dtype=np.uint16).astype(np.int64)
-    offsets = np.array(meta['splits'][split]['offset'])
-    lengths = np.diff(offsets) - 1  # inputs per route
-    n, T = len(lengths), block_size - 1
-    col = np.arange(T)
-    inside = col[None, :] < lengths[:, None]
-    gather = np.minimum(offsets[:-1, None] + col[None, :], len(data) - 1)
-    x = np.where(inside, data[gather], 0)
-    y = np.where(inside & (col[None, :] >= N_CONDITIONING - 1), data[np.minimum(gather + 1, len(data) - 1)], -1)
-    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(lengths)
+def load_rows(split):
+    """(tokens, inputs, targets, lengths) of a split: inputs are route[:-1], targets route[1:] with
+    -1 where the target is a conditioning token or padding (given, never predicted)."""
+    tokens = load_split(folder, meta, split)['tokens']
+    x = pad([t[:-1] for t in tokens], block_size - 1)
+    y = pad([[-1] * (CONDITIONING - 1) + t[CONDITIONING:] for t in tokens], block_size - 1, fill=-1)
+    lengths = torch.tensor([len(t) - 1 for t in tokens])
+    return tokens, torch.from_numpy(x), torch.from_numpy(y), lengths
 
 
-splits = {s: load_split(s) for s in SPLITS}
-by_length = torch.argsort(splits['train'][2], stable=True)
-print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s][2]):,} routes" for s in SPLITS)
+splits = {s: load_rows(s) for s in SPLITS}
+by_length = torch.argsort(splits['train'][3], stable=True)
+print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s][0]):,} routes" for s in SPLITS)
       + f"; vocabulary {len(meta['itos']):,}; block_size {block_size}")
 
 
 def get_batch(split, generator):
-    x, y, lengths = splits[split]
-    if length_buckets and split == 'train':  # a random window of the routes sorted by length
-        window = min(len(lengths), 8 * batch_size)
-        start = torch.randint(len(lengths) - window + 1, (1,), generator=generator)
-        i = by_length[start + torch.randint(window, (batch_size,), generator=generator)]
-    else:
-        i = torch.randint(len(lengths), (batch_size,), generator=generator)
+    _, x, y, lengths = splits[split]
+    i = similar_length_batch(by_length, batch_size, length_pool, generator)
     T = int(lengths[i].max())  # trim the padding every row of this batch shares
     if compile:  # round up to a multiple of 8: a few shapes, so few recompiles
         T = min(x.size(1), -(-T // 8) * 8)
     return x[i, :T], y[i, :T]
 
 
-@torch.no_grad()
 def evaluate(model):
     """Loss per predicted token and per route, on all of val and on as many train routes."""
     out = {}
     for split in ('val', 'train'):
-        x, y, lengths = splits[split]
-        n = min(len(lengths), len(splits['val'][2]))
-        total, count = 0.0, 0
-        device = model.lm_head.weight.device
-        for i in range(0, n, 256):
-            j = min(i + 256, n)
-            T = int(lengths[i:j].max())
-            xb, yb = x[i:j, :T].to(device), y[i:j, :T].to(device)
-            logits, _ = model(xb)
-            nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), yb, ignore_index=-1,
-                                                    reduction='sum')
-            total += nll.item()
-            count += int((yb != -1).sum())
-        out[f'{split}_loss'] = total / count
-        out[f'{split}_loss_per_route'] = total / n
+        tokens = splits[split][0][:len(splits['val'][0])]
+        nll = route_nll(model, tokens)
+        out[f'{split}_loss'] = float(nll.sum() / sum(len(t) - CONDITIONING for t in tokens))
+        out[f'{split}_loss_per_route'] = float(nll.mean())
     return out
 
 
 model_args = dict(vocab_size=len(meta['itos']), block_size=block_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, dropout=dropout, bias=bias)
-model, metrics = train(config, model_args, lambda args: GPT(ModelConfig(**args)), get_batch, evaluate)
+model, metrics = train(config, model_args, build_generator, get_batch, evaluate)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from configurator import configure
-from grade import ascent_weights, board_report, build_grader, encoder_tables, load_split, predict, ridge_baseline, ridge_features, ridge_predict, select
-from routes import MAX_DIFFICULTY, MIN_DIFFICULTY, SPLITS, load_meta
-from trainer import format_seconds, load_checkpoint, train
+from metrics import ascent_weights, grade_metrics_by_board, grade_report, ridge_baseline, ridge_features, ridge_predict
+from model import build_grader, checkpoint_dir, grade_routes, grader_args, load_checkpoint
+from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
+from trainer import format_seconds, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -46,8 +47,8 @@ dropout = 0.1
 bias = False
 # optimizer: AdamW, warmup then cosine decay
 batch_size = 128  # routes per micro-step (128 beat 64 on Kilter val: the labels are noisy)
-length_pool = 8  # a batch comes from length_pool * batch_size routes of similar length, so that padding
-#                   wastes little compute (Kilter routes run 3..40 holds); 0: from all routes
+length_pool = 8  # draw each batch from length_pool * batch_size routes of similar length: almost no
+#                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
 max_iters = 3000
 learning_rate = 1e-3
@@ -69,14 +70,15 @@ wandb_run_name = 'grade'
 # -----------------------------------------------------------------------------
 configure(globals())
 config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
-config['out_dir'] = out_dir = out_dir or os.path.join('out', dataset, 'grade')
+config['out_dir'] = out_dir = out_dir or checkpoint_dir(dataset, 'grade')
 config['lr_decay_iters'] = lr_decay_iters = lr_decay_iters or max_iters
 
 # data: every graded route of a split as one padded row, built once, so a batch is a gather
-meta = load_meta(os.path.join(data_root, dataset, 'meta.pkl'))
+folder = os.path.join(data_root, dataset)
+meta = load_meta(folder)
 splits = {}
 for split in SPLITS:
-    rows = load_split(meta, os.path.join(data_root, dataset), split)
+    rows = load_split(folder, meta, split)
     graded = ~np.isnan(rows['difficulty'])
     keep = graded if split != 'train' else graded & ~(rows['ascents'] < min_ascents_train)  # NaN: unknown, kept
     if (~graded).any():
@@ -84,29 +86,26 @@ for split in SPLITS:
     if split == 'train' and (graded & ~keep).any():
         print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
     rows = select(rows, keep)
-    weight = ascent_weights(rows['ascents'], ascent_weight_cap)
-    rows.update(angle_t=torch.tensor(rows['angle'], dtype=torch.float32),
+    rows['inputs'] = [encoder_input(t) for t in rows['tokens']]
+    lengths = torch.tensor([len(t) for t in rows['inputs']])
+    rows.update(x=torch.from_numpy(pad(rows['inputs'])), lengths=lengths, by_length=torch.argsort(lengths, stable=True),
+                angle_t=torch.tensor(rows['angle'], dtype=torch.float32),
                 target=torch.tensor(rows['difficulty'], dtype=torch.float32),
-                weight=torch.tensor(weight, dtype=torch.float32), by_length=torch.argsort(rows['lengths'], stable=True))
+                weight=torch.tensor(ascent_weights(rows['ascents'], ascent_weight_cap), dtype=torch.float32))
     splits[split] = rows
-assert len(splits['train']['target']) > 0, f"no graded training routes in {data_root}/{dataset}"
+if not len(splits['train']['target']):
+    raise InputError(f"no graded training routes in {folder}: train_grade.py needs routes with a known grade")
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded routes" for s in SPLITS)
       + f"; vocabulary {len(meta['itos']):,}")
 
 
 def get_batch(split, generator):
     rows = splits[split]
-    n = len(rows['target'])
-    if length_pool:  # a window of the routes sorted by length, wrapping around so every route is as likely
-        start = torch.randint(n, (1,), generator=generator)
-        i = rows['by_length'][(start + torch.randint(min(n, length_pool * batch_size), (batch_size,), generator=generator)) % n]
-    else:
-        i = torch.randint(n, (batch_size,), generator=generator)
+    i = similar_length_batch(rows['by_length'], batch_size, length_pool, generator)
     T = int(rows['lengths'][i].max())  # trim the padding every row of this batch shares
-    return rows['inputs'][i, :T], rows['angle_t'][i], rows['target'][i], rows['weight'][i]
+    return rows['x'][i, :T], rows['angle_t'][i], rows['target'][i], rows['weight'][i]
 
 
-@torch.no_grad()
 def evaluate(model):
     """val_loss: the ascent-weighted MAE on val, what best.pt is chosen by (on Kilter the
     cross-entropy the model is trained on turned up while the MAE was still falling); val_ce:
@@ -115,12 +114,11 @@ def evaluate(model):
     val, device = splits['val'], next(model.parameters()).device
     total, weight = 0.0, 0.0
     for i in range(0, len(val['target']), 512):
-        batch = (val['inputs'][i:i + 512], val['angle_t'][i:i + 512], val['target'][i:i + 512], val['weight'][i:i + 512])
+        batch = (val['x'][i:i + 512], val['angle_t'][i:i + 512], val['target'][i:i + 512], val['weight'][i:i + 512])
         _, loss = model(*(t.to(device) for t in batch))
         total += loss.item() * float(batch[3].sum())
         weight += float(batch[3].sum())
-    pred = predict(model, val['inputs'], val['angle'])
-    err = np.abs(pred - val['difficulty'])
+    err = np.abs(grade_routes(model, val['inputs'], val['angle'])['difficulty'] - val['difficulty'])
     w = val['weight'].numpy()
     out = dict(val_loss=float((err * w).sum() / w.sum()), val_ce=total / max(weight, 1e-9))
     out['val_mae'] = float(err.mean())
@@ -129,15 +127,13 @@ def evaluate(model):
         out['val_mae_5asc'] = float(err[many].mean())
     train_rows = splits['train']
     n = min(len(train_rows['target']), max(len(val['target']), 256))
-    out['train_mae'] = float(np.abs(predict(model, train_rows['inputs'][:n], train_rows['angle'][:n])
-                                    - train_rows['difficulty'][:n]).mean())
+    predicted = grade_routes(model, train_rows['inputs'][:n], train_rows['angle'][:n])['difficulty']
+    out['train_mae'] = float(np.abs(predicted - train_rows['difficulty'][:n]).mean())
     return out
 
 
-token_xy, token_role = encoder_tables(meta)
-model_args = dict(vocab_size=len(meta['itos']), block_size=int(splits['train']['inputs'].size(1)), n_layer=n_layer,
-                  n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias, token_xy=token_xy, token_role=token_role,
-                  grade_min=MIN_DIFFICULTY, grade_max=MAX_DIFFICULTY)
+model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                         dropout=dropout, bias=bias)
 t0 = time.time()
 model, metrics = train(config, model_args, build_grader, get_batch, evaluate)
 print(f"trained in {format_seconds(time.time() - t0)}")
@@ -149,9 +145,11 @@ if int(os.environ.get('RANK', 0)) == 0:
     if os.path.isfile(best):
         model.load_state_dict(load_checkpoint(best, next(model.parameters()).device)['model'])
     t0 = time.time()
+    token_role = model_args['token_role']
     coef, l2, val_mae = ridge_baseline(splits['train'], splits['val'], token_role, splits['train']['weight'].numpy())
     print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
     test = splits['test']
-    predictions = dict(model=predict(model, test['inputs'], test['angle']),
+    predictions = dict(model=grade_routes(model, test['inputs'], test['angle'])['difficulty'],
                        ridge=ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role)))
-    print(f"\ntest split, {'best.pt' if os.path.isfile(best) else 'final model'}:\n" + board_report(test, predictions))
+    print(f"\ntest split, {'best.pt' if os.path.isfile(best) else 'final model'}:\n"
+          + grade_report(grade_metrics_by_board(test, predictions)))

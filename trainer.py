@@ -24,6 +24,9 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from model import check_device, load_checkpoint
+from routes import InputError
+
 
 def setup(device, dtype, seed):
     """Process, device and precision: (ddp info, device, autocast context). Single process unless
@@ -53,14 +56,14 @@ def setup(device, dtype, seed):
                 device=device, device_type=device_type, dtype=dtype, ctx=ctx)
 
 
-def get_lr(it, c):
+def get_lr(it, config):
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat."""
-    if it < c['warmup_iters']:
-        return c['learning_rate'] * (it + 1) / (c['warmup_iters'] + 1)
-    if it > c['lr_decay_iters']:
-        return c['min_lr']
-    ratio = (it - c['warmup_iters']) / max(1, c['lr_decay_iters'] - c['warmup_iters'])
-    return c['min_lr'] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c['learning_rate'] - c['min_lr'])
+    if it < config['warmup_iters']:
+        return config['learning_rate'] * (it + 1) / (config['warmup_iters'] + 1)
+    if it > config['lr_decay_iters']:
+        return config['min_lr']
+    ratio = (it - config['warmup_iters']) / max(1, config['lr_decay_iters'] - config['warmup_iters'])
+    return config['min_lr'] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config['learning_rate'] - config['min_lr'])
 
 
 def save_atomic(obj, path):
@@ -69,11 +72,15 @@ def save_atomic(obj, path):
     os.replace(path + '.tmp', path)
 
 
-def load_checkpoint(path, device='cpu'):
-    """weights_only=True: a checkpoint from elsewhere cannot run code on load."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: no checkpoint at {path}: train one first (python train_gen.py <config>)")
-    return torch.load(path, map_location=device, weights_only=True)
+def similar_length_batch(by_length, batch_size, pool, generator):
+    """Indices of a batch drawn from a window of pool * batch_size routes of similar length
+    (by_length: route indices sorted by length), the window wrapping around so every route is as
+    likely to be drawn: almost no padding to compute. pool 0: from all routes."""
+    n = len(by_length)
+    if not pool:
+        return torch.randint(n, (batch_size,), generator=generator)
+    start = torch.randint(n, (1,), generator=generator)
+    return by_length[(start + torch.randint(min(n, pool * batch_size), (batch_size,), generator=generator)) % n]
 
 
 def format_seconds(s):
@@ -81,28 +88,48 @@ def format_seconds(s):
     return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
-def train(c, model_args, build_model, get_batch, evaluate):
-    """c: the script's config dict. Returns the trained (raw) model on its device."""
-    env = setup(c['device'], c['dtype'], c['seed'])
+def check_config(config):
+    """The training settings a run cannot start with, as one-line errors, before anything is written."""
+    for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'n_layer', 'n_head', 'n_embd'):
+        if key in config and config[key] < 1:
+            raise InputError(f"{key} must be at least 1, got {config[key]}")
+    for key in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'weight_decay', 'grad_clip', 'min_lr'):
+        if config[key] < 0:
+            raise InputError(f"{key} must not be negative, got {config[key]}")
+    if not config['learning_rate'] > 0:
+        raise InputError(f"learning_rate must be positive, got {config['learning_rate']}")
+    if not 0 <= config['dropout'] < 1:
+        raise InputError(f"dropout must be in [0, 1), got {config['dropout']}")
+    if 'n_embd' in config and config['n_embd'] % config['n_head']:
+        raise InputError(f"n_embd {config['n_embd']} must be a multiple of n_head {config['n_head']}")
+    if config['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise InputError(f"dtype must be auto, float32, bfloat16 or float16, got {config['dtype']!r}")
+    if config['init_from'] not in ('scratch', 'resume'):
+        raise InputError(f"init_from must be 'scratch' or 'resume', got {config['init_from']!r}")
+    check_device(config['device'])
+
+
+def train(config, model_args, build_model, get_batch, evaluate):
+    """config: the script's config dict. Returns the trained (raw) model on its device."""
+    check_config(config)
+    env = setup(config['device'], config['dtype'], config['seed'])
     device, master = env['device'], env['master']
-    accum = c['gradient_accumulation_steps']
+    accum = config['gradient_accumulation_steps']
     assert accum % env['world'] == 0, f"gradient_accumulation_steps {accum} must divide among {env['world']} processes"
     accum //= env['world']
-    out_dir = c['out_dir']
+    out_dir = config['out_dir']
     if master:
         os.makedirs(out_dir, exist_ok=True)
 
     iter_num, best_val_loss, checkpoint = 0, float('inf'), None
-    if c['init_from'] == 'resume':
+    if config['init_from'] == 'resume':
         checkpoint = load_checkpoint(os.path.join(out_dir, 'last.pt'), device)
         model_args = checkpoint['model_args']
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    elif c['init_from'] != 'scratch':
-        raise SystemExit(f"error: init_from must be 'scratch' or 'resume', got {c['init_from']!r}")
     model = build_model(model_args).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint['model'])
-    optimizer = model.configure_optimizer(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']),
+    optimizer = model.configure_optimizer(config['weight_decay'], config['learning_rate'], (config['beta1'], config['beta2']),
                                           env['device_type'])
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -110,30 +137,31 @@ def train(c, model_args, build_model, get_batch, evaluate):
     checkpoint = None  # free it
     scaler = torch.amp.GradScaler(env['device_type'], enabled=env['dtype'] == 'float16')
     raw_model = model
-    if c['compile']:
+    if config['compile']:
         print('compiling the model...')
         model = torch.compile(model)
     if env['ddp']:
         model = DDP(model, device_ids=[env['local_rank']] if env['device_type'] == 'cuda' else None)
     if master:
         print(f"{type(raw_model).__name__}: {raw_model.num_params() / 1e6:.2f}M parameters, "
-              f"{env['world']} process(es) on {device}, {env['dtype']}, compile={c['compile']}")
+              f"{env['world']} process(es) on {device}, {env['dtype']}, compile={config['compile']}")
     wandb = None
-    if c['wandb_log'] and master:
+    if config['wandb_log'] and master:
         import wandb  # optional: only behind the flag
-        wandb.init(project=c['wandb_project'], name=c['wandb_run_name'], config=c)
+        wandb.init(project=config['wandb_project'], name=config['wandb_run_name'], config=config)
 
     def batch_for(it, micro):
         g = torch.Generator()
-        g.manual_seed(c['seed'] * 1_000_003 + (it * accum + micro) * env['world'] + env['rank'])
+        g.manual_seed(config['seed'] * 1_000_003 + (it * accum + micro) * env['world'] + env['rank'])
         return tuple(t.to(device, non_blocking=True) for t in get_batch('train', g))
 
     def checkpoint_state(val_loss):
         return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=model_args,
-                    iter_num=iter_num, best_val_loss=val_loss, config=c)
+                    iter_num=iter_num, best_val_loss=val_loss, config=config)
 
     def eval_and_save():
-        nonlocal best_val_loss
+        nonlocal best_val_loss, eval_seconds, eval_total, eval_count
+        t_eval = time.time()
         raw_model.eval()
         with torch.no_grad(), env['ctx']:
             metrics = evaluate(raw_model)
@@ -150,21 +178,25 @@ def train(c, model_args, build_model, get_batch, evaluate):
             save_atomic(state, os.path.join(out_dir, 'last.pt'))
             if improved:
                 save_atomic(state, os.path.join(out_dir, 'best.pt'))
+        eval_seconds += time.time() - t_eval
+        eval_total, eval_count = eval_total + time.time() - t_eval, eval_count + 1
         return metrics
 
     batch = batch_for(iter_num, 0)
     t0 = time.time()
     tokens = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per step
-    last_log_iter, start_iter, metrics, lr = iter_num, iter_num, None, get_lr(iter_num, c)
+    last_log_iter, start_iter, metrics, lr = iter_num, iter_num, None, get_lr(iter_num, config)
+    # time left counts training and evaluations apart, so an eval does not make the estimate jump
+    eval_seconds, eval_total, eval_count = 0.0, 0.0, 0
     while True:
-        lr = get_lr(iter_num, c)
+        lr = get_lr(iter_num, config)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        if iter_num % c['eval_interval'] == 0 and master and iter_num > start_iter:
+        if iter_num % config['eval_interval'] == 0 and master and iter_num > start_iter:
             metrics = eval_and_save()
-        if iter_num >= c['max_iters']:
+        if iter_num >= config['max_iters']:
             break
-        torch.manual_seed(c['seed'] * 7919 + iter_num * env['world'] + env['rank'])  # dropout, reproducibly
+        torch.manual_seed(config['seed'] * 7919 + iter_num * env['world'] + env['rank'])  # dropout, reproducibly
         for micro in range(accum):
             if env['ddp']:  # sync gradients on the last micro-step only
                 model.require_backward_grad_sync = micro == accum - 1
@@ -174,23 +206,25 @@ def train(c, model_args, build_model, get_batch, evaluate):
             tokens += batch[0].ne(0).sum()
             batch = batch_for(iter_num, micro + 1) if micro + 1 < accum else batch_for(iter_num + 1, 0)
             scaler.scale(loss).backward()
-        if c['grad_clip'] > 0:
+        if config['grad_clip'] > 0:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c['grad_clip'])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'])
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         iter_num += 1
-        if iter_num % c['log_interval'] == 0 and master:
-            dt = time.time() - t0
+        if iter_num % config['log_interval'] == 0 and master:
+            dt = time.time() - t0 - eval_seconds
             n = tokens.item() * env['world']  # the one host sync, at log time
             per_iter = dt / (iter_num - last_log_iter)
-            left = per_iter * (c['max_iters'] - iter_num)
-            print(f"iter {iter_num}/{c['max_iters']}: loss {loss.item() * accum:.4f}, lr {lr:.2e}, "
+            interval = config['eval_interval']
+            evals_left = len(range(-(-iter_num // interval) * interval, config['max_iters'] + 1, interval))
+            left = per_iter * (config['max_iters'] - iter_num) + evals_left * eval_total / max(eval_count, 1)
+            print(f"iter {iter_num}/{config['max_iters']}: loss {loss.item() * accum:.4f}, lr {lr:.2e}, "
                   f"{n / dt:,.0f} tok/s, {per_iter * 1000:.0f} ms/iter, {format_seconds(left)} left")
-            t0, last_log_iter = time.time(), iter_num
+            t0, last_log_iter, eval_seconds = time.time(), iter_num, 0.0
             tokens.zero_()
-    if master and (metrics is None or iter_num > start_iter and iter_num % c['eval_interval'] != 0):
+    if master and (metrics is None or iter_num > start_iter and iter_num % config['eval_interval'] != 0):
         metrics = eval_and_save()
     if env['ddp']:
         destroy_process_group()

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 def test_overrides_and_types(tmp_path, capsys):
     conf = tmp_path / 'c.py'
-    conf.write_text("batch_size = 8\nlr = 1\nunused_elsewhere = 3\n_private = 4\n")
+    conf.write_text("batch_size = 8\nlr = 1\nmax_iters = 3\n_private = 4\n")  # max_iters: another script's
     config = dict(batch_size=32, lr=3e-4, compile=True, name='x', nothing=None, angles=[40])
     configure(config, [str(conf), '--compile=False', '--name=kilter v2', '--nothing=5', '--angles=[30,40]'])
     assert config == dict(batch_size=8, lr=1.0, compile=False, name='kilter v2', nothing=5, angles=[30, 40])

@@ -94,12 +94,12 @@ def test_padding_does_not_change_the_loss():
 
 def prepared_grammars(tiny, tmp_path):
     """(grammar, data folder) for the tiny board, and for every real board where the data is present."""
-    out = [(Grammar(load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl'))), os.path.join(tiny['root'], 'tiny'))]
+    out = [(Grammar(load_meta(os.path.join(tiny['root'], 'tiny'))), os.path.join(tiny['root'], 'tiny'))]
     sources = {'kilter': 'kilter.db', 'tension': 'tension.db', 'moonboard': 'moonboard2016.json'}
     if all(os.path.exists(os.path.join(os.path.dirname(ROOT), 'shared', 'data', s)) for s in sources.values()):
         for config, source in sources.items():
             run('prepare.py', f'config/{config}.py', f'--db={shared(source)}', f'--data_root={tmp_path}')
-            out.append((Grammar(load_meta(tmp_path / config / 'meta.pkl')), str(tmp_path / config)))
+            out.append((Grammar(load_meta(tmp_path / config)), str(tmp_path / config)))
     return out
 
 
@@ -131,7 +131,7 @@ def test_constrained_sampling_is_always_valid(tiny, tmp_path):
 
 def test_rules_alone_with_uniform_choices(tiny):
     """Without a model: uniformly random allowed tokens, many routes, all valid."""
-    g = Grammar(load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl')))
+    g = Grammar(load_meta(os.path.join(tiny['root'], 'tiny')))
     gen = torch.Generator().manual_seed(0)
     B = 500
     rules = DecodingRules(g, [('tiny', [])] * B)
@@ -160,7 +160,7 @@ def test_sample_cli(tiny, trained, tmp_path):
     proc = run(*args, '--num_samples=6', '--grade=V5', '--angle=35', f'--out={tmp_path}', '--jsonl')
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 6
-    g = Grammar(load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl')))
+    g = Grammar(load_meta(os.path.join(tiny['root'], 'tiny')))
     for r in records:
         assert r['board'] == 'tiny' and r['angle'] == 35 and r['grade_asked'] == 'V5'
         assert r['grade'] in ('6c/V5', '6c+/V5')  # V5 spreads over its two Font grades

@@ -12,9 +12,20 @@ import pytest
 import torch
 
 from conftest import run
-from grade import (board_report, encoder_tables, fit_ridge, font_grade, grade_metrics, load_grader, load_split,
-                   metrics_table, predict, ridge_features, ridge_predict, route_inputs, v_number)
-from routes import SPLITS, Grammar, load_meta
+from metrics import (fit_ridge, grade_metrics, grade_metrics_by_board, grade_report, metrics_table, ridge_features,
+                     ridge_predict)
+from model import encoder_tables, grade_routes, load_grader
+from routes import SPLITS, Grammar, encoder_input, font_grade, load_meta, load_split, v_number
+
+
+def predict(model, inputs, angles):
+    return grade_routes(model, inputs, angles)['difficulty']
+
+
+def route_inputs(grammar, board, route, angle):
+    """What grade.py feeds the model for a route typed by a user."""
+    holds, a = grammar.route(board, route, angle)
+    return encoder_input(grammar.encode(board, a, None, holds)), a
 
 TRAIN_ARGS = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--dropout=0.0', '--batch_size=32', '--max_iters=400',
               '--lr_decay_iters=400', '--warmup_iters=5', '--learning_rate=3e-3', '--min_lr=3e-4', '--eval_interval=50',
@@ -35,7 +46,7 @@ def trained(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp('grade')
     src, dst = os.path.join(tiny['root'], 'tiny'), root / 'tiny'
     shutil.copytree(src, dst)
-    meta = load_meta(dst / 'meta.pkl')
+    meta = load_meta(dst)
     ungraded = 0
     for split in SPLITS:
         data = np.fromfile(dst / f'{split}.bin', dtype=np.uint16)
@@ -97,11 +108,10 @@ def test_prediction_depends_on_the_holds_not_the_padding(trained):
     assert abs(moved_pred - alone) > 1e-3
     assert abs(in_batch - alone) < 1e-4  # padding to a longer route changes nothing
     # the learnable grade rises by 4 from 25 to 45 degrees: so should the predictions, on average
-    val = load_split(meta, os.path.join(trained['root'], 'tiny'), 'val')
+    val = load_split(os.path.join(trained['root'], 'tiny'), meta, 'val')
     at = {}
     for a in (25, 45):
-        x = val['inputs'].clone()
-        x[:, 1] = grammar.angle_token[a]
+        x = [[t[0], grammar.angle_token[a]] + t[2:] for t in map(encoder_input, val['tokens'])]
         at[a] = predict(model, x, [a] * len(x))
     assert (at[45] - at[25]).mean() > 2
     assert not model.training
@@ -174,23 +184,22 @@ def test_cli_without_a_model_is_one_line_error(trained, tmp_path):
 # -----------------------------------------------------------------------------
 # data
 
-def test_load_split_drops_only_the_grade_and_end_tokens(tiny):
-    meta = load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl'))
-    rows = load_split(meta, os.path.join(tiny['root'], 'tiny'), 'train')
+def test_load_split_and_the_encoder_input_drops_only_the_grade_and_end_tokens(tiny):
+    meta = load_meta(os.path.join(tiny['root'], 'tiny'))
+    rows = load_split(os.path.join(tiny['root'], 'tiny'), meta, 'train')
     data = np.fromfile(os.path.join(tiny['root'], 'tiny', 'train.bin'), dtype=np.uint16)
     offsets = meta['splits']['train']['offset']
-    assert rows['inputs'].shape[0] == len(offsets) - 1
+    assert len(rows['tokens']) == len(offsets) - 1
     for i in range(len(offsets) - 1):
         seq = [int(t) for t in data[offsets[i]:offsets[i + 1]]]
-        expected = seq[:2] + seq[3:-1]
-        row = rows['inputs'][i].tolist()
-        assert row[:len(expected)] == expected and not any(row[len(expected):]) and rows['lengths'][i] == len(expected)
+        assert rows['tokens'][i] == seq
+        assert encoder_input(seq) == seq[:2] + seq[3:-1]
     assert rows['angle'][0] == meta['splits']['train']['angle'][0]
     assert np.array_equal(rows['difficulty'], np.array(meta['splits']['train']['difficulty'], dtype=float))
 
 
 def test_encoder_tables(tiny):
-    meta = load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl'))
+    meta = load_meta(os.path.join(tiny['root'], 'tiny'))
     xy, role = encoder_tables(meta)
     assert len(xy) == len(role) == len(meta['itos'])
     t = meta['itos'].index('tiny:p1047r14')  # the top right hold (x 48, y 64 on edges 0..56 x 0..72), finish
@@ -233,7 +242,7 @@ def test_metrics_table_and_report():
     assert mae == ['MAE', '1.000', '-']
     split = dict(board=np.array(['a', 'a', 'b'], dtype=object), difficulty=np.array([20.0, np.nan, 22.0]),
                  ascents=np.array([7.0, 9.0, np.nan]))
-    report = board_report(split, dict(model=np.array([21.0, 0.0, 22.0])))
+    report = grade_report(grade_metrics_by_board(split, dict(model=np.array([21.0, 0.0, 22.0]))))
     a, b = report.split('\n\n')
     assert a.startswith('a\n') and '>=5 asc' in a and 'routes' in a and a.splitlines()[2].split()[-2:] == ['1', '1']
     assert b.startswith('b\n') and '>=5 asc' not in b  # no ascents known on board b

@@ -6,17 +6,17 @@ import sqlite3
 import pytest
 
 from conftest import run, shared
-from routes import END, GRADES, Grammar, RouteError, grade_name, load_meta, parse_grade
+from routes import END, GRADES, Grammar, InputError, RouteError, grade_name, load_meta, parse_grade
 
 
 @pytest.fixture(scope='module')
 def tiny_grammar(tiny):
-    return Grammar(load_meta(os.path.join(tiny['root'], 'tiny', 'meta.pkl')))
+    return Grammar(load_meta(os.path.join(tiny['root'], 'tiny')))
 
 
 def real_grammar(tmp_path, config, source):
     run('prepare.py', f'config/{config}.py', f'--db={shared(source)}', f'--data_root={tmp_path}')
-    return Grammar(load_meta(tmp_path / config / 'meta.pkl'))
+    return Grammar(load_meta(tmp_path / config))
 
 
 def test_frames_round_trip_on_every_real_kilter_and_tension_climb(tmp_path):
@@ -97,7 +97,7 @@ def test_moonboard_bad_input(tmp_path):
     from fixtures import make_moonboard_json
     make_moonboard_json(str(path), n_problems=30)
     run('prepare.py', 'config/moonboard.py', f'--db={path}', f'--data_root={tmp_path}')
-    g = Grammar(load_meta(tmp_path / 'moonboard' / 'meta.pkl'))
+    g = Grammar(load_meta(tmp_path / 'moonboard'))
     assert g.parse('moonboard', 'SH:C5,E6/IH:E8/FH:D18') == [('C5', 'start'), ('E6', 'start'), ('E8', 'middle'), ('D18', 'finish')]
     for route, message in [('SH:C5/IH:L8/FH:D18', "unknown hold 'L8'"), ('SH:C5/XX:E8/FH:D18', "role 'XX'"),
                            ('SH:C5/IH:C5/FH:D18', 'C5 appears twice'), ('C5 E8 D18', 'malformed MoonBoard route'),
@@ -135,7 +135,7 @@ def test_meta_pickle_refuses_code(tmp_path):
     import pickle
     evil = tmp_path / 'meta.pkl'
     evil.write_bytes(pickle.dumps({'a': os.getcwd, 'b': [1, 2]}))
-    with pytest.raises(pickle.UnpicklingError, match='only plain values'):
-        load_meta(evil)
-    with pytest.raises(RouteError, match='run `python prepare.py'):
-        load_meta(tmp_path / 'nothing.pkl')
+    with pytest.raises(InputError, match='only plain values'):
+        load_meta(tmp_path)
+    with pytest.raises(InputError, match='prepare the data first'):
+        load_meta(tmp_path / 'nothing')
