@@ -9,7 +9,9 @@ Speed, measured on this machine in one run, printed as one table.
   from its own progress lines after warm-up, and model FLOPs utilisation (MFU) against that
   peak, counting only real tokens (padding is wasted work, not utilisation);
 - sampling: routes/s of the batched, key/value-cached, grammar-constrained sampler against a
-  naive loop that samples one route at a time and recomputes the whole sequence every step;
+  naive loop that samples one route at a time and recomputes the whole sequence every step; and
+  of grade-guided sampling (best_of candidates a route, graded by the dataset's grade model,
+  known climbs dropped), as sample.py runs it;
 - prepare.py's wall time on the Kilter database.
 """
 
@@ -24,8 +26,10 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import build_generator, check_device, checkpoint_dir, load_checkpoint, load_generator, sample_routes, sample_tokens
-from routes import END, DecodingRules, Grammar, load_meta
+from metrics import ClimbIndex
+from model import (build_generator, check_device, checkpoint_dir, grade_checkpoints, load_checkpoint, load_generator,
+                   load_grader, sample_routes, sample_tokens)
+from routes import END, SPLITS, DecodingRules, Grammar, load_meta, load_split
 
 # -----------------------------------------------------------------------------
 # config
@@ -38,6 +42,9 @@ batched_routes = 1000
 sample_batch = 500
 naive_routes = 40
 checkpoint = ''  # a generator checkpoint to sample from; default out/kilter/gen/best.pt, else random weights
+grade_dir = ''  # the grade model guided sampling uses; default out/kilter/grade (skipped if absent)
+best_of = 8
+guided_routes = 400
 seed = 1337
 # -----------------------------------------------------------------------------
 configure(globals())
@@ -127,7 +134,7 @@ def batched(n):
     for i in range(0, n, sample_batch):
         b = min(sample_batch, n - i)
         generator = torch.Generator(device=device).manual_seed(seed + i)
-        routes += len(sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator))
+        routes += len(sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator)[0])
     return routes
 
 
@@ -154,6 +161,21 @@ slow = naive_routes / t
 rows.append(('sampling, batched + KV cache', fast, 'routes/s', f'{batched_routes} routes, batches of {sample_batch}, {weights}'))
 rows.append(('sampling, naive loop', slow, 'routes/s', 'one route at a time, full recompute per step'))
 rows.append(('sampling speed-up', fast / slow, 'x', 'batched over naive, measured in this run'))
+
+grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
+if grade_checkpoints(grade_dir):
+    grader = load_grader(grade_dir, meta, device)
+    known = ClimbIndex(grammar, [load_split(os.path.join(tmp, dataset), meta, s) for s in SPLITS])
+
+    def guided(n):
+        for i in range(0, n, sample_batch // best_of):
+            b = min(sample_batch // best_of, n - i)
+            generator = torch.Generator(device=device).manual_seed(seed + i)
+            sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator, grader=grader,
+                          best_of=best_of, known=known)
+    t = timed(lambda: guided(guided_routes), 1)
+    rows.append((f'sampling, guided best of {best_of}', guided_routes / t, 'routes/s',
+                 f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
 
 print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
 for what, figure, unit, note in rows:

@@ -105,7 +105,7 @@ prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(routes['tes
 
 def sample_gpt(prompts, generator):
     return [r['tokens'] for i in range(0, len(prompts), sample_batch)
-            for r in sample_routes(gpt, grammar, prompts[i:i + sample_batch], None, temperature, top_k, top_p, generator)]
+            for r in sample_routes(gpt, grammar, prompts[i:i + sample_batch], None, temperature, top_k, top_p, generator)[0]]
 
 
 baseline = metrics.FrequencyBaseline(grammar, routes['train'])

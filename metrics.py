@@ -293,3 +293,55 @@ class FrequencyBaseline:
             if rules.done.all():
                 break
         return seqs
+
+
+# -----------------------------------------------------------------------------
+# known climbs: is a route new, and which known climb is it closest to
+
+class ClimbIndex:
+    """The climbs of a prepared dataset, searchable by hold set: exact matches (copies) and the
+    nearest climb by Jaccard distance over holds with roles, through an inverted index (hold ->
+    climbs), so a query costs the length of its holds' posting lists, not a pass over every climb.
+    rows: load_split() dicts (any splits); each climb is one hold set with its id, name and grade
+    at every angle it was logged at."""
+
+    def __init__(self, grammar, rows):
+        self.grammar = grammar
+        self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty})
+        for split in rows:
+            names = split.get('name', [None] * len(split['tokens']))
+            for tokens, climb_id, name, angle, difficulty in zip(split['tokens'], split['climb_id'], names,
+                                                                 split['angle'], split['difficulty']):
+                route = grammar.decode(tokens)
+                key = (route['board'], frozenset(route['holds']))
+                climb = self.climbs.setdefault(key, dict(climb_id=climb_id, name=name, grades={}))
+                if not np.isnan(difficulty):
+                    climb['grades'][None if np.isnan(angle) else int(angle)] = float(difficulty)
+        self.keys = list(self.climbs)
+        self.sizes = np.array([len(holds) for _, holds in self.keys])
+        self.postings = defaultdict(list)  # (board, placement, role) -> climb indices
+        for i, (board, holds) in enumerate(self.keys):
+            for placement, role in holds:
+                self.postings[(board, placement, role)].append(i)
+        self.postings = {k: np.array(v) for k, v in self.postings.items()}
+
+    def __len__(self):
+        return len(self.keys)
+
+    def contains(self, board, holds):
+        return (board, frozenset(holds)) in self.climbs
+
+    def nearest(self, board, holds, angle=None):
+        """The known climb of this board closest to holds [(placement, role)]: dict(distance,
+        climb_id, name, difficulty at that angle or None), or None if the board has no climbs."""
+        holds = set(holds)
+        lists = [self.postings[(board, p, r)] for p, r in holds if (board, p, r) in self.postings]
+        shared = np.bincount(np.concatenate(lists), minlength=len(self.keys)) if lists else np.zeros(len(self.keys))
+        on_board = np.array([b == board for b, _ in self.keys]) if len(self.grammar.boards) > 1 else True
+        distance = np.where(on_board, 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
+        if not len(distance) or not np.isfinite(distance.min()):
+            return None
+        i = int(distance.argmin())  # ties: the first climb indexed
+        climb = self.climbs[self.keys[i]]
+        return dict(distance=float(distance[i]), climb_id=climb['climb_id'], name=climb['name'],
+                    difficulty=climb['grades'].get(angle))

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, pad
+from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
 
 
 @dataclass
@@ -514,15 +514,61 @@ def check_sampling(temperature, top_k, top_p):
         raise InputError(f"top_p must be in (0, 1] (1: off), got {top_p!r}")
 
 
-def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """One route per prompt (board, angle, grade): angle None where the board's data has no angles,
-    grade an integer difficulty or None. required: per prompt, holds [(placement, role)] the route
-    must contain (a partial route to complete), or None. Decoded under each board's grammar, in one
-    batch. -> routes (dicts of board, angle, grade, holds, tokens), every one valid."""
+def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
+                  grader=None, best_of=1, known=None, max_rounds=4):
+    """Routes for prompts (board, angle, grade), one each: angle None where the board's data has no
+    angles, grade an integer difficulty or None. required: per prompt, holds [(placement, role)]
+    the route must contain (a partial route to complete), or None. Every route is decoded under its
+    board's grammar, so every one is valid.
+
+    Guided (grader given, best_of K > 1): K candidates per prompt are drawn in one batch, graded,
+    and the one the grader puts closest to the asked grade is kept (ties: the first drawn; with no
+    grade asked: the first drawn). known (anything with contains(board, holds), e.g.
+    metrics.ClimbIndex): candidates that are known climbs are dropped and, where a prompt has none
+    left, drawn again, up to max_rounds times; after that the copy is kept with copy=True.
+    -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
+    predicted (the grader's difficulty) where graded; stats counts candidates drawn and copies."""
     check_sampling(temperature, top_k, top_p)
+    if not isinstance(best_of, int) or best_of < 1 or best_of > 64:
+        raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+    if best_of > 1 and grader is None:
+        raise InputError("best_of > 1 needs a grade model to choose with")
     required = required or [[] for _ in prompts]
     for (board, _, _), holds in zip(prompts, required):
         grammar.check_prompt(board, holds)
+    candidates = [[] for _ in prompts]
+    fallback = [None] * len(prompts)
+    pending, stats = list(range(len(prompts))), dict(drawn=0, copies=0)
+    for _ in range(max_rounds):
+        rows = [i for i in pending for _ in range(best_of)]
+        for i, route in zip(rows, _draw(model, grammar, [prompts[i] for i in rows], [required[i] for i in rows],
+                                        temperature, top_k, top_p, generator)):
+            stats['drawn'] += 1
+            if known is not None and known.contains(route['board'], route['holds']):
+                stats['copies'] += 1
+                fallback[i] = fallback[i] or dict(route, copy=True)
+            else:
+                candidates[i].append(dict(route, copy=False))
+        pending = [i for i in pending if not candidates[i]]
+        if not pending:
+            break
+    for i in pending:
+        candidates[i] = [fallback[i]]
+    if grader is None:
+        return [c[0] for c in candidates], stats
+    flat = [r for c in candidates for r in c]
+    predicted = grade_routes(grader, [encoder_input(r['tokens']) for r in flat],
+                             [r['angle'] for r in flat])['difficulty']
+    for r, d in zip(flat, predicted):
+        r['predicted'] = float(d)
+    chosen = []
+    for (_, _, grade), c in zip(prompts, candidates):
+        chosen.append(c[0] if grade is None else min(c, key=lambda r: abs(r['predicted'] - grade)))  # min: first of ties
+    return chosen, stats
+
+
+def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator):
+    """One batch of constrained samples, decoded and checked."""
     device = model.lm_head.weight.device
     prefix = torch.tensor([grammar.prefix(*p) for p in prompts], device=device)
     rules = DecodingRules(grammar, [(p[0], list(holds)) for p, holds in zip(prompts, required)], device=device)
@@ -534,3 +580,13 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
         grammar.validate(route['board'], route['holds'])  # valid by construction; checked anyway, it is cheap
         routes.append(dict(route, tokens=row))
     return routes
+
+
+def grade_curve(grader, grammar, board, holds):
+    """A route graded at every angle of its board -> [(angle, difficulty, probs)], most climbs
+    being logged at a few angles only. A board without angles gives one row, angle None."""
+    spec = grammar.board(board)
+    angles = spec['angles'] if spec['angle_known'] else [None]
+    inputs = [grammar.encode(board, a, None, holds) for a in angles]
+    graded = grade_routes(grader, [encoder_input(t) for t in inputs], angles)
+    return list(zip(angles, graded['difficulty'].tolist(), graded['probs']))

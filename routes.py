@@ -445,7 +445,7 @@ def load_meta(folder):
 
 def load_split(folder, meta, split):
     """One split of a prepared dataset, the one reader of the format prepare.py writes: tokens, a
-    list of each route's token ids (<board> <angle> <grade> holds <end>); board, climb_id (N,)
+    list of each route's token ids (<board> <angle> <grade> holds <end>); board, climb_id, name (N,)
     object arrays; angle, difficulty, ascents (N,) float64 arrays, NaN where unknown."""
     path = os.path.join(folder, f'{split}.bin')
     if not os.path.isfile(path):
@@ -461,6 +461,7 @@ def load_split(folder, meta, split):
 
     return dict(tokens=[data[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
                 board=np.array(arrays['board'], dtype=object), climb_id=np.array(arrays['climb_id'], dtype=object),
+                name=np.array(arrays.get('name', [None] * (len(offsets) - 1)), dtype=object),
                 angle=floats(arrays['angle']), difficulty=floats(arrays['difficulty']), ascents=floats(arrays['ascents']))
 
 

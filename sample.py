@@ -8,8 +8,14 @@ Sample new routes from a trained generator.
 Decoding is constrained by the board's grammar (routes.DecodingRules) at every step, so every
 route printed is one the board can display: holds of the board only, none twice, one or two
 start and finish holds, within the hold-count rules, and including every hold of the prompt.
-For each route: its route string, its holds by role, and (with --out) a sheet of all routes drawn
-on the board; --jsonl prints one JSON line per route instead.
+
+Grade-guided (the default where the dataset has a grade model, out/<dataset>/grade): best_of
+candidates are drawn for each route and the one the grade model puts closest to the asked grade
+is kept; --best_of=1 is plain sampling. A route that is already a known climb of the dataset is
+not offered (it is drawn again), unless --allow_copies. For each route: its route string, its
+holds by role, the grade model's opinion, and the nearest known climb (Jaccard distance over holds
+with roles; 0 is the same climb); with --out a sheet of all routes drawn on the board; --jsonl
+prints one JSON line per route instead.
 """
 
 import json
@@ -19,8 +25,9 @@ import torch
 
 from configurator import configure
 from draw import write_sheet
-from model import check_device, checkpoint_dir, load_generator, sample_routes
-from routes import ROLES, Grammar, InputError, grade_name, load_meta, parse_grade
+from metrics import ClimbIndex
+from model import check_device, checkpoint_dir, grade_checkpoints, load_generator, load_grader, sample_routes
+from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
 
 # -----------------------------------------------------------------------------
 # config
@@ -28,6 +35,9 @@ dataset = 'kilter'
 data_root = 'data'
 out_dir = ''  # the generator's checkpoints; default out/<dataset>/gen
 checkpoint = 'best.pt'
+grade_dir = ''  # the grade model (or ensemble) that guides; default out/<dataset>/grade
+best_of = 8  # candidates per route, the one graded closest to the asked grade kept; 1: plain sampling
+allow_copies = False  # offer routes that are known climbs of the dataset
 board = ''  # default: the dataset's first board
 angle = 40  # degrees; ignored (unknown) on boards whose data has no angles
 grade = 'V5'  # V5, 6c+, 7A or an app difficulty like 20; '?' for no grade
@@ -56,30 +66,53 @@ check_device(device)
 if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
 
+if not isinstance(best_of, int) or not 1 <= best_of <= 64:
+    raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+
 model = load_generator(os.path.join(out_dir or checkpoint_dir(dataset, 'gen'), checkpoint), meta, device)
+grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
+grader = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None
+if grader is None and best_of > 1 and not jsonl:
+    print(f"note: no grade model in {grade_dir}, so plain sampling (train one: python train_grade.py config/{dataset}.py)")
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
 prompts = [(board, angle_used, grades[i % len(grades)]) for i in range(num_samples)]  # V5: 6c and 6c+
 generator = torch.Generator(device=device).manual_seed(seed)
-routes = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator)
+routes, stats = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator,
+                              grader, best_of if grader is not None else 1, None if allow_copies else known)
 
 for i, r in enumerate(routes):
     text = grammar.format(board, r['holds'])
+    near = known.nearest(board, r['holds'], r['angle'])
     if jsonl:
         record = dict(board=board, angle=r['angle'], grade_asked=str(grade), grade=grade_name(r['grade']))
         if spec['format'] == 'moonboard':
             record['holds'] = {code: [p for p, role in r['holds'] if role == name] for name, code in spec['role_codes'].items()}
         else:
             record['frames'] = text
+        if 'predicted' in r:
+            record['predicted'] = dict(difficulty=round(r['predicted'], 2), grade=grade_name(r['predicted']))
+        record['nearest'] = near and dict(near, distance=round(near['distance'], 3))
+        record['known_climb'] = r['copy']
         print(json.dumps(record))
         continue
     angle_text = '?' if r['angle'] is None else f"{r['angle']}°"
-    print(f"#{i + 1} {spec['title']} @ {angle_text}, {grade_name(r['grade'])}: {len(r['holds'])} holds")
+    judged = f", graded {grade_name(r['predicted'])} ({r['predicted']:.1f})" if 'predicted' in r else ''
+    print(f"#{i + 1} {spec['title']} @ {angle_text}, asked {grade_name(r['grade'])}{judged}: {len(r['holds'])} holds"
+          + (' (a known climb: every candidate was one)' if r['copy'] else ''))
     print(f"  {text}")
+    if near:
+        at = f", {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
+        print(f"  nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{at})")
     for role in ROLES:
         holds = [p for p, rr in r['holds'] if rr == role]
         if holds:
             xy = grammar.xy[board]
             print(f"  {role:7}" + ' '.join(f"{p}({xy[p][0]},{xy[p][1]})" for p in holds))
 
+if not jsonl:
+    guide = f"best of {best_of}, graded by {len(grader.paths)} grade model(s)" if grader is not None and best_of > 1 else 'plain sampling'
+    print(f"{guide}; {stats['drawn']} candidates drawn, {stats['copies']} of them known climbs"
+          + (' (dropped)' if not allow_copies else ''))
 if out:
     path = os.path.join(out, 'samples.svg')
     sheet = [dict(holds=r['holds'], title=f"#{i + 1} {grade_name(r['grade'])}",
