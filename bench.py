@@ -29,7 +29,7 @@ from configurator import configure
 from metrics import ClimbIndex
 from model import (build_generator, check_device, checkpoint_dir, grade_checkpoints, load_checkpoint, load_generator,
                    load_grader, sample_routes, sample_tokens)
-from routes import END, SPLITS, DecodingRules, Grammar, load_meta, load_split
+from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
 
 # -----------------------------------------------------------------------------
 # config
@@ -49,6 +49,8 @@ seed = 1337
 # -----------------------------------------------------------------------------
 configure(globals())
 check_device(device)
+if not os.path.isfile(config):
+    raise InputError(f"config file {config} not found (e.g. --config=config/kilter.py)")
 torch.manual_seed(seed)
 rows = []  # (what, figure, unit, note)
 

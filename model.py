@@ -16,7 +16,7 @@ import inspect
 import math
 import os
 import pickle
-import zipfile
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,12 +315,12 @@ def load_checkpoint(path, device='cpu'):
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else 'it holds objects'
-        if 'weights' in reason.lower():
-            reason = 'it holds more than tensors and plain values'
-        raise InputError(f"{path} cannot be loaded safely ({reason[:120]}): boardgpt loads only checkpoints "
-                         f"of tensors and plain values, as train_gen.py and train_grade.py write them") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+        if not unsafe:  # a damaged file trips the safe unpickler too
+            raise InputError(f"{path} is truncated or not a checkpoint: train it again") from None
+        raise InputError(f"{path} cannot be loaded safely (it holds a {unsafe.group(1)}): boardgpt loads only "
+                         f"checkpoints of tensors and plain values, as train_gen.py and train_grade.py write them") from None
+    except Exception as e:  # noqa: BLE001  (torch's safe unpickler fails many ways on a damaged file)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
         raise InputError(f"{path} is truncated or not a checkpoint ({first}): train it again") from None
     if not isinstance(ckpt, dict) or not {'model', 'model_args'} <= set(ckpt):

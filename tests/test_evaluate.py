@@ -35,5 +35,5 @@ def test_report_end_to_end(tiny, tmp_path):
     assert headline in proc.stdout
     assert [line.split(' | ')[0] for line in headline.splitlines() if ' | tiny | ' in line][:2] == ['| gpt', '| frequency baseline']
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
-    assert f"| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
+    assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
     assert f"| model, all rows | tiny | {grade['model']['all']['n']:,} | {grade['model']['all']['mae']:.2f} |" in headline

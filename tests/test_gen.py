@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT, error_line, run, shared
 from model import GPT, ModelConfig, generate
-from routes import END, DecodingRules, Grammar, RouteError, load_meta
+from routes import END, DecodingRules, Grammar, load_meta
 
 
 def train_tiny(tiny, out_dir, *args):

@@ -1,5 +1,4 @@
 """prepare.py on fixture boards made by the tests, and on ../shared/data when it is there."""
-import json
 import os
 import sqlite3
 from collections import defaultdict

@@ -1,0 +1,421 @@
+"""
+boardgpt in the browser: one page to generate, edit, grade, complete and light routes.
+
+    python serve.py config/kilter.py                    # http://127.0.0.1:8000/
+    python serve.py config/moonboard.py --port=8001
+    python serve.py config/kilter.py --host=0.0.0.0     # reachable from the LAN (phones at the wall)
+
+The dataset's generator, grade model and known climbs are loaded once; a model that is missing
+only switches off what needs it. The page (web/) is our own HTML, CSS and JS, fetched from this
+server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
+
+    GET  /api/board     boards (holds, edges, angles, roles, rules), grades, colours, Bluetooth UUIDs
+    POST /api/check     {board, route | holds} -> canonical route string, holds, what the rules say
+    POST /api/generate  {board, angle, grade, count, prompt, best_of, seed, temperature} -> routes
+    POST /api/complete  {board, angle, grade, route, count, best_of, seed, temperature} -> routes
+    POST /api/grade     {board, route, angle (a number, or "all")} -> grade, likely grades, curve
+    POST /api/lights    {board, route, api (2|3) or device (its name)} -> packets and BLE writes, hex
+
+A bad request gets a 4xx and {"error": "<one line>"}; nothing a client sends is evaluated, joined
+to a path or written anywhere, and one lock serializes the model calls.
+"""
+
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import torch
+
+import lights
+from configurator import configure
+from draw import BOARD_FILL, HOLD_FILL, LABEL_FILL, _pitch
+from metrics import ClimbIndex
+from model import (check_device, checkpoint_dir, grade_checkpoints, grade_curve, load_generator, load_grader,
+                   sample_routes)
+from routes import (FONT, GRADES, ROLE_COLORS, ROLES, SPLITS, V_GRADE, Grammar, InputError, font_grade, grade_name,
+                    load_meta, load_split, parse_grade)
+
+# -----------------------------------------------------------------------------
+# config
+dataset = 'kilter'
+data_root = 'data'
+gen_dir = ''  # default out/<dataset>/gen
+grade_dir = ''  # default out/<dataset>/grade
+host = '127.0.0.1'  # loopback only unless told otherwise
+port = 8000  # 0: any free port (the address printed is the real one)
+device = 'cpu'
+threads = 0  # torch threads for model calls; 0: torch's default
+best_of = 8  # candidates per generated route, graded, the closest to the asked grade kept
+default_count = 6  # routes per Generate
+max_count = 24  # most routes one request may ask for
+max_best_of = 16  # most candidates per route one request may ask for
+max_body = 64 * 1024  # bytes in a request body
+timeout = 15.0  # seconds a client may take to send its request
+log_requests = True  # one line per request on stderr
+# -----------------------------------------------------------------------------
+configure(globals())
+
+check_device(device)
+if not (isinstance(port, int) and 0 <= port <= 65535):
+    raise InputError(f"port must be 0..65535 (0: any free port), got {port!r}")
+if max_count < 1 or max_best_of < 1 or max_body < 1024 or timeout <= 0:
+    raise InputError("max_count, max_best_of must be >= 1, max_body >= 1024 and timeout > 0")
+if threads > 0:
+    torch.set_num_threads(threads)
+
+meta = load_meta(os.path.join(data_root, dataset))
+grammar = Grammar(meta)
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
+gen_dir = gen_dir or checkpoint_dir(dataset, 'gen')
+grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
+missing = {}  # what is not loaded -> the one line a request that needs it gets back
+try:
+    generator = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
+except InputError as e:
+    generator, missing['generator'] = None, str(e)
+if grade_checkpoints(grade_dir):
+    grader = load_grader(grade_dir, meta, device)
+else:
+    grader, missing['grader'] = None, f"no grade model in {grade_dir}: train one (python train_grade.py config/{dataset}.py)"
+for line in missing.values():
+    print(f"note: {line}", file=sys.stderr)
+model_lock = threading.Lock()  # torch modules are not safe to run from several threads at once
+
+# the page: a fixed list of files, read once; no path from a request ever reaches the filesystem
+WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
+TYPES = {'.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
+         '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml'}
+PAGE = {}
+for url, name in (('/', 'index.html'), ('/index.html', 'index.html'), ('/app.js', 'app.js'),
+                  ('/style.css', 'style.css'), ('/icon.svg', 'icon.svg')):
+    with open(os.path.join(WEB, name), 'rb') as f:
+        PAGE[url] = (f.read(), TYPES[os.path.splitext(name)[1]])
+
+
+def board_info(b):
+    """What the page needs to draw a board and keep to its rules."""
+    return dict(name=b['name'], title=b['title'], format=b['format'], holds=[list(h) for h in b['holds']],
+                edges=list(b['edges']), pitch=_pitch(b), angles=b['angles'], angle_known=b['angle_known'],
+                roles=[r for r in ROLES if r in b['role_codes']],
+                rules={k: b[k] for k in ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds')},
+                lights=b['format'] == 'moonboard' or bool(b.get('leds') and b.get('role_colors')))
+
+
+BOARD_JSON = dict(
+    dataset=dataset, boards=[board_info(b) for b in meta['boards']], roles=list(ROLES), role_colors=ROLE_COLORS,
+    grades=[dict(difficulty=d, font=f, v=v) for d, f, v in GRADES],
+    style=dict(board=BOARD_FILL, holds=HOLD_FILL, labels=LABEL_FILL),
+    models=dict(generator=generator is not None, grader=len(grader.paths) if grader is not None else 0),
+    missing=missing, limits=dict(count=max_count, best_of=max_best_of, body=max_body),
+    defaults=dict(count=default_count, best_of=best_of if grader is not None else 1),
+    bluetooth=dict(  # Web Bluetooth's requestDevice filters, then the write characteristics to try in order
+        aurora=dict(filters=[dict(services=[lights.AURORA_ADVERTISED_UUID])], optional=[lights.AURORA_SERVICE_UUID],
+                    writes=[dict(service=lights.AURORA_SERVICE_UUID, characteristic=lights.AURORA_WRITE_UUID, response=False)]),
+        moonboard=dict(filters=[dict(namePrefix=p) for p in lights.MOONBOARD_NAME_PREFIXES],
+                       optional=[lights.MOONBOARD_SERVICE_UUID, lights.MOONBOARD_REDBEARLAB_SERVICE_UUID],
+                       writes=[dict(service=lights.MOONBOARD_SERVICE_UUID, characteristic=lights.MOONBOARD_WRITE_UUID, response=False),
+                               dict(service=lights.MOONBOARD_REDBEARLAB_SERVICE_UUID,
+                                    characteristic=lights.MOONBOARD_REDBEARLAB_WRITE_UUID, response=True)])))
+
+
+# -----------------------------------------------------------------------------
+# request fields: each checked for presence and type, with a one-line error naming it
+
+class HTTPError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+REQUIRED = object()
+NUMBER, TEXT, ROUTE = (int, float), (str,), (str, dict)  # a MoonBoard route may be the website's dict
+
+
+def field(body, name, kinds, default=REQUIRED):
+    if name not in body:
+        if default is REQUIRED:
+            raise InputError(f"missing field {name!r}")
+        return default
+    value = body[name]
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kinds):  # JSON true is no number here
+        names = ' or '.join({int: 'a whole number', float: 'a number', str: 'a string', dict: 'an object'}[k]
+                            for k in kinds)
+        raise InputError(f"field {name!r} must be {names}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def fields(body, allowed):
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InputError(f"unknown field {unknown[0]!r}: this endpoint takes {', '.join(allowed)}")
+
+
+def board_of(body):
+    only = meta['boards'][0]['name'] if len(grammar.boards) == 1 else REQUIRED  # one board: it may go unsaid
+    return grammar.board(field(body, 'board', TEXT, only))['name']
+
+
+def need(model, what):
+    if model is None:
+        raise HTTPError(503, missing[what])
+
+
+def grade_info(difficulty):
+    if difficulty is None:
+        return None
+    d = font_grade(difficulty)
+    return dict(difficulty=round(float(difficulty), 2), font=FONT[d], v=V_GRADE[d], name=grade_name(difficulty))
+
+
+def nearest(board, holds, angle):
+    near = known.nearest(board, holds, angle) if holds else None
+    return near and dict(near, distance=round(near['distance'], 3), grade=grade_info(near['difficulty']))
+
+
+def hold_pairs(board, pairs):
+    """A page's [[placement, role], ...] -> holds, each checked against the board."""
+    if not isinstance(pairs, list) or len(pairs) > grammar.boards[board]['max_holds'] + 10:
+        raise InputError("field 'holds' must be a list of [placement, role] pairs")
+    holds = []
+    for pair in pairs:
+        ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (int, str)) \
+            and not isinstance(pair[0], bool) and isinstance(pair[1], str)
+        if not ok or (board, pair[0], pair[1]) not in grammar.hold_token:
+            raise InputError(f"no hold {json.dumps(pair)[:40]} on {board}: expected [placement, role], role one of "
+                             f"{', '.join(grammar.boards[board]['role_codes'])}")
+        holds.append(tuple(pair))
+    return grammar.parse(board, grammar.format(board, holds)) if holds else []  # parse refuses a hold twice
+
+
+# -----------------------------------------------------------------------------
+# the endpoints: body (a dict) -> answer (a dict)
+
+def api_check(body):
+    fields(body, ('board', 'route', 'holds'))
+    board = board_of(body)
+    if ('route' in body) == ('holds' in body):
+        raise InputError("give one of 'route' (a route string) or 'holds' ([[placement, role], ...])")
+    holds = hold_pairs(board, body['holds']) if 'holds' in body else grammar.parse(board, field(body, 'route', ROUTE))
+    answer = dict(board=board, route=grammar.format(board, holds), holds=[list(h) for h in holds],
+                  complete=True, problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, None))
+    for check, ok, problem in ((grammar.validate, 'complete', 'problem'), (grammar.check_prompt, 'can_complete', 'prompt_problem')):
+        try:
+            check(board, holds)
+        except InputError as e:  # not a bad request: the page shows the rule that the route breaks
+            answer[ok], answer[problem] = False, str(e)
+    return answer
+
+
+def sampled(body, prompt_field):
+    """Generate or complete: routes for (board, angle, grade), containing the prompt's holds."""
+    need(generator, 'generator')
+    board = board_of(body)
+    count = field(body, 'count', (int,), default_count)
+    if not 1 <= count <= max_count:
+        raise InputError(f"count must be 1..{max_count}, got {count}")
+    grade = field(body, 'grade', (str, int, float), None)
+    grades = [None] if grade in (None, '', '?') else parse_grade(grade)
+    angle = field(body, 'angle', (int, float, str), None)
+    prompt = field(body, prompt_field, ROUTE, '' if prompt_field == 'prompt' else REQUIRED)
+    required, angle = grammar.route(board, prompt, angle, complete=False) if prompt else ([], grammar.check_angle(board, angle))
+    if prompt_field == 'route' and not required:
+        raise InputError("field 'route' is empty: give the partial route to complete")
+    k = field(body, 'best_of', (int,), best_of if grader is not None else 1)
+    if not 1 <= k <= max_best_of:
+        raise InputError(f"best_of must be 1..{max_best_of}, got {k}")
+    seed = field(body, 'seed', (int,), None)
+    seed = random.randrange(2 ** 31) if seed is None else seed
+    if not 0 <= seed < 2 ** 63:
+        raise InputError(f"seed must be 0..2**63-1, got {seed}")
+    temperature = field(body, 'temperature', NUMBER, 1.0)
+    prompts = [(board, angle, grades[i % len(grades)]) for i in range(count)]  # V5: 6c and 6c+ in turn
+    with model_lock:
+        rng = torch.Generator(device=device).manual_seed(seed)
+        routes, stats = sample_routes(generator, grammar, prompts, [required] * count, temperature, 0, 1.0, rng,
+                                      grader, k, known)
+    return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, routes=[dict(
+        route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],
+        asked=grade_info(r['grade']), predicted=grade_info(r.get('predicted')), copy=r['copy'],
+        nearest=nearest(board, r['holds'], r['angle'])) for r in routes])
+
+
+def api_generate(body):
+    fields(body, ('board', 'angle', 'grade', 'count', 'prompt', 'best_of', 'seed', 'temperature'))
+    return sampled(body, 'prompt')
+
+
+def api_complete(body):
+    fields(body, ('board', 'angle', 'grade', 'count', 'route', 'best_of', 'seed', 'temperature'))
+    return sampled(body, 'route')
+
+
+def api_grade(body):
+    fields(body, ('board', 'route', 'angle'))
+    need(grader, 'grader')
+    board = board_of(body)
+    angle = field(body, 'angle', (int, float, str), None)
+    route = field(body, 'route', ROUTE)
+    if angle == 'all':
+        holds = grammar.parse(board, route)
+        grammar.validate(board, holds)
+    else:
+        holds, angle = grammar.route(board, route, angle)
+    with model_lock:
+        curve = grade_curve(grader, grammar, board, holds)
+    answer = dict(board=board, route=grammar.format(board, holds), angle=angle,
+                  curve=[dict(angle=a, **grade_info(d)) for a, d, _ in curve], nearest=nearest(board, holds, angle))
+    for a, d, probs in curve:
+        if a == angle:  # on a board without angles both are None: its one row
+            likely = probs.argsort()[::-1][:3]
+            answer.update(grade_info(d), likely=[dict(grade_info(grader.grade_min + int(i)), p=round(float(probs[i]), 4))
+                                                 for i in likely])
+    return answer
+
+
+def api_lights(body):
+    fields(body, ('board', 'route', 'api', 'device'))
+    board = board_of(body)
+    spec = grammar.boards[board]
+    holds = grammar.parse(board, field(body, 'route', ROUTE))  # a route being set may be lit half done
+    api = field(body, 'api', (int,), None)
+    name = field(body, 'device', TEXT, '')
+    api = lights.aurora_api_level(name) if api is None else api  # the Aurora controller says its level in its name
+    if api not in (2, 3):
+        raise InputError(f"api must be 2 or 3 (the Aurora LED protocol level), got {api}")
+    try:
+        packets = lights.route_packets(dict(spec, led_api=api), holds)
+    except lights.LightsError as e:
+        raise InputError(str(e)) from None
+    writes = lights.ble_writes(packets)
+    return dict(board=board, api=api if spec['format'] == 'aurora' else None, packets=[p.hex() for p in packets],
+                writes=[w.hex() for w in writes], bytes=sum(map(len, writes)))
+
+
+API = {'/api/check': api_check, '/api/generate': api_generate, '/api/complete': api_complete,
+       '/api/grade': api_grade, '/api/lights': api_lights}
+LOOPBACK = {'127.0.0.1', 'localhost', '::1'}
+
+
+# -----------------------------------------------------------------------------
+# HTTP: every answer is whole and short; anything unexpected is a one-line 500, logged here
+
+class Handler(BaseHTTPRequestHandler):
+    server_version, sys_version = 'boardgpt', ''  # no version details to a client
+    timeout = timeout  # seconds on the socket: a client that stalls is dropped
+
+    def do_GET(self):
+        self.answer(self.get)
+
+    def do_POST(self):
+        self.answer(self.post)
+
+    def get(self, path):
+        if path == '/api/board':
+            return self.send(200, BOARD_JSON)
+        if path in API:
+            raise HTTPError(405, f"{path} takes POST with a JSON body")
+        if path not in PAGE:
+            raise HTTPError(404, f"no {path} here")
+        body, kind = PAGE[path]
+        self.send(200, body, kind)
+
+    def post(self, path):
+        if path not in API:
+            raise HTTPError(404 if path not in PAGE and path != '/api/board' else 405, f"no POST {path} here")
+        if 'json' not in self.headers.get('Content-Type', ''):  # also keeps other sites' plain form posts out
+            raise HTTPError(415, "send the body as JSON with Content-Type: application/json")
+        if self.headers.get('Transfer-Encoding') or self.headers.get('Content-Length') is None:
+            raise HTTPError(411, "send a Content-Length (chunked bodies are not taken)")
+        try:
+            length = int(self.headers['Content-Length'])
+        except ValueError:
+            raise HTTPError(400, "Content-Length is not a number") from None
+        if not 0 <= length <= max_body:
+            raise HTTPError(413, f"the body is {length} bytes; at most {max_body} are taken")
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw, parse_constant=lambda c: _raise(f"{c} is not allowed in JSON"))
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise InputError(f"malformed JSON: {str(e).splitlines()[0][:100]}") from None
+        if not isinstance(body, dict):
+            raise InputError(f"the body must be a JSON object, got {type(body).__name__}")
+        self.send(200, API[path](body))
+
+    def answer(self, handle):
+        path = urlsplit(self.path).path
+        try:
+            name = (self.headers.get('Host') or '').rsplit(':', 1)[0].strip('[]')
+            if host in LOOPBACK and name not in LOOPBACK:  # another name resolving here (DNS rebinding)
+                raise HTTPError(403, f"this server answers to 127.0.0.1 or localhost, not {name or 'no Host'}")
+            handle(path)
+        except HTTPError as e:
+            self.fail(e.status, str(e), path)
+        except InputError as e:
+            self.fail(400, str(e), path)
+        except (ConnectionError, TimeoutError, socket.timeout):
+            self.close_connection = True  # the client went away or stalled: nobody to answer
+        except Exception as e:  # noqa: BLE001  (a bug: the client gets one line, the log the traceback)
+            traceback.print_exc()
+            self.fail(500, f"internal error ({type(e).__name__}); the server log has the details", path)
+
+    def fail(self, status, message, path):
+        self.send(status, {'error': message} if path.startswith('/api/') else message)
+
+    def send_error(self, code, message=None, explain=None):  # http.server's own errors (bad request line, ...)
+        self.fail(code, message or self.responses.get(code, ('error',))[0], getattr(self, 'path', ''))
+
+    def send(self, status, body, kind=None):
+        if isinstance(body, dict):
+            body, kind = json.dumps(body, allow_nan=False).encode(), 'application/json'
+        elif isinstance(body, str):
+            body, kind = (body + '\n').encode(), 'text/plain; charset=utf-8'
+        try:
+            self.send_response(status)
+            self.send_header('Content-Type', kind)
+            self.send_header('Content-Length', str(len(body)))
+            self.send_header('Cache-Control', 'no-store')
+            self.send_header('X-Content-Type-Options', 'nosniff')
+            self.send_header('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+            self.send_header('Referrer-Policy', 'no-referrer')
+            if status == 405:
+                self.send_header('Allow', 'POST' if urlsplit(self.path).path in API else 'GET')
+            self.end_headers()
+            if self.command != 'HEAD':
+                self.wfile.write(body)
+        except (ConnectionError, TimeoutError, socket.timeout):
+            self.close_connection = True
+
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        if log_requests:
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def _raise(message):
+    raise ValueError(message)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled client never keeps the process from exiting
+    address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
+
+
+try:
+    server = Server((host, port), Handler)
+except OSError as e:
+    raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+shown = f'[{host}]' if ':' in host else host
+print(f"serving {dataset} on http://{shown}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+try:
+    server.serve_forever()
+except KeyboardInterrupt:
+    pass
+finally:
+    server.server_close()
