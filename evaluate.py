@@ -8,11 +8,15 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
 - the grade model on the test split, beside a ridge baseline on hold-and-angle features (if a
   grade checkpoint exists: python train_grade.py <config>);
 - the generator: val loss per token and per route; routes sampled for (angle, grade) prompts
-  drawn like the real test routes, then validity, distinct and copy rates, novelty (Jaccard
-  distance to the nearest training route), grade consistency (the grade model on the samples),
-  realism against the real test routes (Jensen-Shannon divergences, shape statistics, Fréchet
-  distance of grade-model embeddings); the same for a frequency baseline that samples holds from
-  their frequencies given board, angle and grade under the same grammar;
+  drawn like the real test routes, plain and grade-guided (best_of candidates, the one the grade
+  model puts nearest the asked grade kept, known climbs dropped), then validity, distinct and copy
+  rates, novelty (Jaccard distance to the nearest training route), grade consistency, realism
+  against the real test routes (Jensen-Shannon divergences, shape statistics, Fréchet distance of
+  grade-model embeddings); the same for a frequency baseline that samples holds from their
+  frequencies given board, angle and grade under the same grammar. Grade consistency is judged by
+  a grade model that did not pick the routes (out/<dataset>/judge, trained with another seed:
+  python train_grade.py <config> --seed=2 --out_dir=out/<dataset>/judge); without one, by the
+  guiding model itself, and the report says so;
 - a sheet of generated routes drawn on the board, grouped by requested grade (and sheet_<board>.svg,
   one route per requested grade, to put in a README);
 - headline.md: the key figures as a markdown table, also printed.
@@ -32,6 +36,7 @@ import torch
 import metrics
 from configurator import configure
 from draw import board_svg, html_page, html_table, scatter_svg, write_sheet, write_text
+from metrics import ClimbIndex
 from model import (check_device, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes, load_checkpoint, load_generator,
                    load_grader, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
@@ -42,7 +47,9 @@ from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, Ro
 dataset = 'kilter'
 data_root = 'data'
 gen_dir = ''  # default out/<dataset>/gen
-grade_dir = ''  # default out/<dataset>/grade
+grade_dir = ''  # default out/<dataset>/grade (one model or an ensemble): grades the test split, guides sampling
+judge_dir = ''  # default out/<dataset>/judge: a grade model kept apart to judge the samples
+best_of = 8  # guided sampling: candidates per route
 report_dir = ''  # default out/<dataset>/report
 num_samples = 1000
 sample_batch = 500
@@ -54,8 +61,8 @@ device = 'cpu'
 sheet_per_grade = 4  # routes drawn per requested grade
 # -----------------------------------------------------------------------------
 configure(globals())
-if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
-    raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
+if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0 or not 1 <= best_of <= 64:
+    raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0, best_of 1..64")
 check_device(device)
 t_start = time.time()
 
@@ -71,6 +78,7 @@ meta = load_meta(folder)
 grammar = Grammar(meta)
 gen_dir = gen_dir or checkpoint_dir(dataset, 'gen')
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
+judge_dir = judge_dir or checkpoint_dir(dataset, 'judge')
 report_dir = report_dir or checkpoint_dir(dataset, 'report')
 data = {s: load_split(folder, meta, s) for s in SPLITS}
 routes = {}  # split -> decoded routes with their tokens and labels
@@ -82,11 +90,14 @@ gpt = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
 gen_iteration = load_checkpoint(os.path.join(gen_dir, 'best.pt'))['iter_num']
 log(f"generator: {gen_dir}/best.pt, iteration {gen_iteration}, {gpt.num_params() / 1e6:.2f}M parameters")
 grader = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None
+judge = load_grader(judge_dir, meta, device) if grade_checkpoints(judge_dir) else grader
 if grader is None:
-    log(f"no grade model in {grade_dir}: grade consistency and embedding distances are skipped "
+    log(f"no grade model in {grade_dir}: guided sampling, grade consistency and embedding distances are skipped "
         f"(train one with python train_grade.py config/{dataset}.py)")
 else:
-    log(f"grade model: {', '.join(grader.paths)}")
+    log(f"grade model: {', '.join(grader.paths)}; judge: {', '.join(judge.paths)}"
+        + ('' if judge is not grader else ' (the same model: guided figures are not independent)'))
+known = ClimbIndex(grammar, list(data.values()))
 torch.manual_seed(seed)
 rng = random.Random(seed)
 
@@ -94,7 +105,8 @@ rng = random.Random(seed)
 # measure: the generator's val loss
 val_nll = route_nll(gpt, [r['tokens'] for r in routes['val']])
 val_tokens = sum(len(r['tokens']) - CONDITIONING for r in routes['val'])
-report = dict(dataset=dataset, boards=boards, generator=dict(
+report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.paths, judge=judge and judge.paths,
+              generator=dict(
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
 log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
     f"{report['generator']['val_loss_per_route']:.2f} per route ({len(val_nll):,} routes)")
@@ -103,24 +115,38 @@ log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
 prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(routes['test']) for _ in range(num_samples))]
 
 
-def sample_gpt(prompts, generator):
-    return [r['tokens'] for i in range(0, len(prompts), sample_batch)
-            for r in sample_routes(gpt, grammar, prompts[i:i + sample_batch], None, temperature, top_k, top_p, generator)[0]]
+sample_stats = {}
+
+
+def sampler(guided):
+    """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
+    def sample(prompts, generator):
+        out, stats, step = [], dict(drawn=0, copies=0), max(1, sample_batch // (best_of if guided else 1))
+        for i in range(0, len(prompts), step):
+            chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
+                                               generator, *((grader, best_of, known) if guided else ()))
+            out += [r['tokens'] for r in chunk]
+            stats = {k: stats[k] + chunk_stats[k] for k in stats}
+        sample_stats['gpt, guided' if guided else 'gpt'] = stats
+        return out
+    return sample
 
 
 baseline = metrics.FrequencyBaseline(grammar, routes['train'])
+samplers = [('gpt', sampler(False))] + ([('gpt, guided', sampler(True))] if grader is not None else []) \
+    + [('frequency baseline', baseline.sample)]
 samples = {}
-for name, sampler in (('gpt', sample_gpt), ('frequency baseline', baseline.sample)):
+for name, sample in samplers:
     t0 = time.time()
-    samples[name] = sampler(prompts, torch.Generator().manual_seed(seed))
+    samples[name] = sample(prompts, torch.Generator().manual_seed(seed))
     log(f"sampled {len(prompts):,} routes from the {name} in {time.time() - t0:.1f}s")
 
 
 def graded(rs):
-    """Each decoded route gets the grade model's prediction and embedding."""
-    if grader is None or not rs:
+    """Each decoded route gets the judge's prediction and embedding."""
+    if judge is None or not rs:
         return
-    out = grade_routes(grader, [encoder_input(r['tokens']) for r in rs], [r['angle'] for r in rs])
+    out = grade_routes(judge, [encoder_input(r['tokens']) for r in rs], [r['angle'] for r in rs])
     for r, d, e in zip(rs, out['difficulty'], out['embedding']):
         r['predicted'], r['embedding'] = d, e
 
@@ -164,13 +190,13 @@ for name, seqs in samples.items():
             err = np.array([r['predicted'] - r['grade'] for r in judged])
             dv = np.abs(v_number([r['predicted'] for r in judged]) - v_number([r['grade'] for r in judged]))
             m.update(grade_mae=float(np.abs(err).mean()), grade_exact_v=float((dv == 0).mean()),
-                     grade_within1_v=float((dv <= 1).mean()))
+                     grade_within1_v=float((dv <= 1).mean()), grade_within2_v=float((dv <= 2).mean()))
             with_emb = [r for r in real[b] if 'embedding' in r]
             if len(with_emb) > 2:
                 m['frechet_embedding'] = metrics.frechet_distance(np.stack([r['embedding'] for r in judged]),
                                                                   np.stack([r['embedding'] for r in with_emb]))
         per_board[b] = m
-    generation[name] = dict(valid=len(decoded) / len(seqs), boards=per_board)
+    generation[name] = dict(valid=len(decoded) / len(seqs), boards=per_board, **sample_stats.get(name, {}))
     log(f"{name}: {100 * generation[name]['valid']:.1f}% valid; " + '; '.join(
         f"{b}: distinct {100 * m['distinct']:.1f}%, copies {100 * m['copies']:.1f}%, "
         f"nearest Jaccard {m['nearest_jaccard']:.3f}" for b, m in per_board.items()))
@@ -185,8 +211,11 @@ if grader is not None:
     weights = metrics.ascent_weights(rows['train']['ascents'], 10)  # train_grade.py's default cap
     coef, _, _ = metrics.ridge_baseline(rows['train'], rows['val'], token_role, weights)
     test = rows['test']
-    predictions = dict(model=grade_routes(grader, test['inputs'], test['angle'])['difficulty'],
-                       ridge=metrics.ridge_predict(coef, metrics.ridge_features(test['inputs'], test['angle'], token_role)))
+    predictions = dict(model=grade_routes(grader, test['inputs'], test['angle'])['difficulty'])
+    if len(grader.paths) > 1:  # an ensemble: its first member alone, to show what the ensemble adds
+        single = load_grader(grader.paths[0], meta, device)
+        predictions['single'] = grade_routes(single, test['inputs'], test['angle'])['difficulty']
+    predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_features(test['inputs'], test['angle'], token_role))
     report['grade'] = metrics.grade_metrics_by_board(test, predictions)
     for b, entry in report['grade'].items():
         on_board = test['board'] == b
@@ -214,17 +243,25 @@ def num(x, digits=3):
     return '' if x is None else f'{x:.{digits}f}'
 
 
+judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
+    ' (also the guiding model: not independent)' if judge is grader else ', a model that did not guide')
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
-        f"{num_samples:,} prompts drawn like the real test routes.</p>"]
+        f"{num_samples:,} prompts drawn like the real test routes; guided sampling keeps the best of {best_of} "
+        f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
 rows = [[name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
          num(m.get('grade_mae'), 2), pct(m.get('grade_exact_v')), pct(m.get('grade_within1_v')),
-         num(m['js_hold_usage']), num(m['js_role_counts']), num(m['js_hold_counts']), num(m.get('frechet_embedding'), 2)]
+         pct(m.get('grade_within2_v')), num(m['js_hold_usage']), num(m['js_role_counts']), num(m['js_hold_counts']),
+         num(m.get('frechet_embedding'), 2)]
         for name, g in generation.items() for b, m in g['boards'].items()]
 html.append('<h2>Generated routes</h2>' + html_table(
     ['sampler', 'board', 'valid', 'distinct', 'copies', 'nearest Jaccard', 'grade MAE', 'exact V', 'within 1 V',
-     'JS holds', 'JS roles', 'JS hold count', 'Fréchet'], rows))
+     'within 2 V', 'JS holds', 'JS roles', 'JS hold count', 'Fréchet'], rows))
+if 'gpt, guided' in generation:
+    g = generation['gpt, guided']
+    html.append(f"<p>Guided sampling drew {g['drawn']:,} candidates for {num_samples:,} routes; {g['copies']:,} of them "
+                f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped.</p>")
 shape_rows, shape_keys = [], ('top', 'height_span', 'width_span')
 for b in boards:
     for name, g in generation.items():
@@ -244,7 +281,7 @@ if 'grade' in report:
     for b, entry in report['grade'].items():
         rows = [[f'{name} ({"all rows" if part == "all" else "≥5 ascents"})'] + [fmt.format(entry[name][part][k])
                                                                                 for k, _, fmt in GRADE_COLUMNS]
-                for part in ('all', 'min5') for name in ('model', 'ridge') if part in entry[name]]
+                for part in ('all', 'min5') for name in entry if name in predictions and part in entry[name]]
         html.append(f'<h3>{escape(b)}</h3>' + html_table(['predictor'] + [title for _, title, _ in GRADE_COLUMNS], rows))
         calibration = [[f'{FONT[f]}/{V_GRADE[f]}', f'{m:.2f}', FONT[font_grade(m)]] for f, m in entry['calibration'].items()]
         vs = sorted({w for row in entry['v_confusion'].values() for w in row})
@@ -276,24 +313,25 @@ for b, sheet in sheets.items():
 write_text(os.path.join(report_dir, 'report.html'), html_page('boardgpt report', html))
 
 # headline.md: the report's key figures as markdown tables (printed too)
-lines = ['| sampler | board | valid | distinct | copies | nearest Jaccard | grade MAE | within 1 V '
-         '| JS holds | JS hold count | Fréchet |', '|' + '---|' * 11]
+lines = [f'Grade consistency judged by {judged_by}.', '',
+         '| sampler | board | valid | distinct | copies | nearest Jaccard | grade MAE | within 1 V | within 2 V '
+         '| JS holds | JS hold count | Fréchet |', '|' + '---|' * 12]
 for name, g in generation.items():
     for b, m in g['boards'].items():
         cells = [name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
-                 num(m.get('grade_mae'), 2), pct(m.get('grade_within1_v')), num(m['js_hold_usage']),
-                 num(m['js_hold_counts']), num(m.get('frechet_embedding'), 2)]
+                 num(m.get('grade_mae'), 2), pct(m.get('grade_within1_v')), pct(m.get('grade_within2_v')),
+                 num(m['js_hold_usage']), num(m['js_hold_counts']), num(m.get('frechet_embedding'), 2)]
         lines.append('| ' + ' | '.join(cells) + ' |')
 if 'grade' in report:
-    lines += ['', '| grade predictor (test) | board | routes | MAE | within 1 V | exact Font | within 1 Font |',
-              '|' + '---|' * 7]
+    lines += ['', '| grade predictor (test) | board | routes | MAE | exact V | within 1 V | exact Font | within 1 Font |',
+              '|' + '---|' * 8]
     for b, entry in report['grade'].items():
         for part, label in (('all', 'all rows'), ('min5', '≥5 ascents')):
-            for name in ('model', 'ridge'):
+            for name in predictions:
                 if part in entry[name]:
                     m = entry[name][part]
-                    lines.append(f"| {name}, {label} | {b} | {m['n']:,} | {m['mae']:.2f} | {pct(m['v_within1'])} "
-                                 f"| {pct(m['font_exact'])} | {pct(m['font_within1'])} |")
+                    lines.append(f"| {name}, {label} | {b} | {m['n']:,} | {m['mae']:.2f} | {pct(m['v_exact'])} "
+                                 f"| {pct(m['v_within1'])} | {pct(m['font_exact'])} | {pct(m['font_within1'])} |")
 headline = '\n'.join(lines) + '\n'
 write_text(os.path.join(report_dir, 'headline.md'), headline)
 print(headline, end='')

@@ -2,15 +2,19 @@
 Grade routes with a trained grade model.
 
     python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40
+    python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=all   # the grade curve
     python grade.py config/moonboard.py --frames='SH:C5,E6/IH:E8/FH:D18'
     python grade.py config/kilter.py --input=routes.jsonl > grades.jsonl
 
-One route prints its predicted difficulty with its Font and V grade and the three likeliest
-grades. --input reads JSON lines, each {"board": ..., "frames": ... (or "holds": a MoonBoard
-dict), "angle": ...} ("board" may be left out on a one-board dataset, "angle" on a one-angle
-board), and writes one JSON line per input line: the prediction, or {"line": n, "error": ...}; a
-bad line does not stop the others, and the exit status is 1 if any line failed. A bad route on
-the command line stops with one line, `error: ...`.
+One route prints its predicted difficulty with its Font and V grade, the three likeliest grades,
+and the nearest known climb of the dataset (Jaccard distance over holds with roles; 0 is the same
+climb) with its logged grade at that angle; --angle=all prints the grade at every angle of the
+board instead (most climbs are logged at a few angles only). --input reads JSON lines, each
+{"board": ..., "frames": ... (or "holds": a MoonBoard dict), "angle": ...} ("board" may be left
+out on a one-board dataset, "angle" on a one-angle board; "angle": "all", or --angle=all for lines
+without one, gives the curve), and writes one JSON line per input line: the prediction, or
+{"line": n, "error": ...}; a bad line does not stop the others, and the exit status is 1 if any
+line failed. A bad route on the command line stops with one line, `error: ...`.
 
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
 """
@@ -21,8 +25,10 @@ import os
 import sys
 
 from configurator import configure
-from model import check_device, checkpoint_dir, grade_routes, load_grader
-from routes import FONT, V_GRADE, Grammar, InputError, RouteError, encoder_input, font_grade, load_meta
+from metrics import ClimbIndex
+from model import check_device, checkpoint_dir, grade_curve, grade_routes, load_grader
+from routes import (FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError, encoder_input, font_grade, grade_name,
+                    load_meta, load_split)
 
 # -----------------------------------------------------------------------------
 # config
@@ -31,7 +37,7 @@ data_root = 'data'
 checkpoint = ''  # a grade checkpoint, or a folder of them (an ensemble); default out/<dataset>/grade
 board = ''  # default: the dataset's only board
 frames = ''  # one route: Aurora frames (p1145r12p1160r13...) or MoonBoard SH:C5,E6/IH:E8/FH:D18
-angle = None  # degrees; may be left out on a one-angle board (MoonBoard) or a board without angles
+angle = None  # degrees, or 'all' for the grade curve; may be left out on a one-angle board (MoonBoard)
 input = ''  # noqa: A001 (the flag is --input) JSON lines of routes to grade; '-' reads stdin
 device = 'cpu'
 batch_size = 512  # routes per forward pass in batch grading
@@ -55,9 +61,13 @@ check_device(device)
 
 
 def model_input(board_name, route, route_angle):
-    """A user's route -> (grade model input tokens, angle in degrees or NaN). Raises RouteError."""
+    """A user's route -> (holds, grade model input tokens or None for the curve, angle in degrees
+    or NaN). Raises RouteError."""
+    if route_angle == 'all':
+        holds, _ = grammar.route(board_name, route, grammar.board(board_name)['angles'][0])
+        return holds, None, math.nan
     holds, a = grammar.route(board_name, route, route_angle)
-    return encoder_input(grammar.encode(board_name, a, None, holds)), math.nan if a is None else float(a)
+    return holds, encoder_input(grammar.encode(board_name, a, None, holds)), math.nan if a is None else float(a)
 
 
 def grade_record(difficulty):
@@ -65,17 +75,36 @@ def grade_record(difficulty):
     return dict(difficulty=round(float(difficulty), 2), font=FONT[d], v=V_GRADE[d])
 
 
+def nearest_record(board_name, holds, a):
+    near = known.nearest(board_name, holds, None if math.isnan(a) else int(a))
+    return near and dict(near, distance=round(near['distance'], 3))
+
+
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
+
+
 # -----------------------------------------------------------------------------
 # one route from the command line
 if frames:
-    tokens, a = model_input(default_board, frames, angle)
+    holds, tokens, a = model_input(default_board, frames, angle)
     model = load_grader(checkpoint or checkpoint_dir(dataset, 'grade'), meta, device)
+    if tokens is None:  # the curve: one row per angle of the board
+        print(f"{default_board}: {grammar.format(default_board, holds)}")
+        print(f"{'angle':>6} {'difficulty':>10}  grade    likely")
+        for curve_angle, d, probs in grade_curve(model, grammar, default_board, holds):
+            likely = ', '.join(f"{FONT[model.grade_min + int(i)]} {probs[i]:.0%}" for i in probs.argsort()[::-1][:3])
+            print(f"{'?' if curve_angle is None else curve_angle:>6} {d:>10.2f}  {grade_name(d):8} {likely}")
+        sys.exit(0)
     graded = grade_routes(model, [tokens], [a])
     r = grade_record(graded['difficulty'][0])
     probs = graded['probs'][0]
     likely = ', '.join(f"{FONT[model.grade_min + int(i)]} {probs[i]:.0%}" for i in probs.argsort()[::-1][:3])
     where = f"at {a:g} degrees" if not math.isnan(a) else "(angle unknown)"
     print(f"{default_board} {where}: difficulty {r['difficulty']:.2f}, Font {r['font']}, {r['v']} (likely: {likely})")
+    near = nearest_record(default_board, holds, a)
+    if near:
+        logged = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
+        print(f"nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{logged})")
     sys.exit(0)
 
 # -----------------------------------------------------------------------------
@@ -100,15 +129,21 @@ for number, line in enumerate(raw.splitlines(), 1):
             raise RouteError(f"board must be a string, got {board_name!r}")
         if 'frames' not in row and 'holds' not in row:
             raise RouteError('no route: give "frames" (Aurora boards) or "holds" (a MoonBoard dict)')
-        good.append((number, board_name, *model_input(board_name, row.get('frames', row.get('holds')), row.get('angle'))))
+        route_angle = row['angle'] if 'angle' in row else angle
+        good.append((number, board_name, *model_input(board_name, row.get('frames', row.get('holds')), route_angle)))
     except UnicodeDecodeError as e:
         results[number] = dict(line=number, error=f"not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1})")
     except RouteError as e:
         results[number] = dict(line=number, error=str(e))
 model = load_grader(checkpoint or checkpoint_dir(dataset, 'grade'), meta, device)
-predicted = grade_routes(model, [g[2] for g in good], [g[3] for g in good], batch_size)['difficulty']
-for (number, board_name, _, a), d in zip(good, predicted):
-    results[number] = dict(line=number, board=board_name, angle=None if math.isnan(a) else int(a), **grade_record(d))
+single = [g for g in good if g[3] is not None]
+predicted = grade_routes(model, [g[3] for g in single], [g[4] for g in single], batch_size)['difficulty']
+for (number, board_name, holds, _, a), d in zip(single, predicted):
+    results[number] = dict(line=number, board=board_name, angle=None if math.isnan(a) else int(a), **grade_record(d),
+                           nearest=nearest_record(board_name, holds, a))
+for number, board_name, holds, _, _ in (g for g in good if g[3] is None):
+    curve = [dict(angle=ca, **grade_record(d)) for ca, d, _ in grade_curve(model, grammar, board_name, holds)]
+    results[number] = dict(line=number, board=board_name, curve=curve, nearest=nearest_record(board_name, holds, math.nan))
 for number in sorted(results):
     print(json.dumps(results[number]))
 failed = [n for n in sorted(results) if 'error' in results[n]]

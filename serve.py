@@ -10,7 +10,7 @@ only switches off what needs it. The page (web/) is our own HTML, CSS and JS, fe
 server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
 
     GET  /api/board     boards (holds, edges, angles, roles, rules), grades, colours, Bluetooth UUIDs
-    POST /api/check     {board, route | holds} -> canonical route string, holds, what the rules say
+    POST /api/check     {board, route | holds, angle} -> canonical route string, holds, what rules it breaks
     POST /api/generate  {board, angle, grade, count, prompt, best_of, seed, temperature} -> routes
     POST /api/complete  {board, angle, grade, route, count, best_of, seed, temperature} -> routes
     POST /api/grade     {board, route, angle (a number, or "all")} -> grade, likely grades, curve
@@ -199,13 +199,15 @@ def hold_pairs(board, pairs):
 # the endpoints: body (a dict) -> answer (a dict)
 
 def api_check(body):
-    fields(body, ('board', 'route', 'holds'))
+    fields(body, ('board', 'route', 'holds', 'angle'))
     board = board_of(body)
+    angle = field(body, 'angle', (int, float, str), None)
+    angle = None if angle is None else grammar.check_angle(board, angle)  # only for the nearest climb's grade
     if ('route' in body) == ('holds' in body):
         raise InputError("give one of 'route' (a route string) or 'holds' ([[placement, role], ...])")
     holds = hold_pairs(board, body['holds']) if 'holds' in body else grammar.parse(board, field(body, 'route', ROUTE))
     answer = dict(board=board, route=grammar.format(board, holds), holds=[list(h) for h in holds],
-                  complete=True, problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, None))
+                  complete=True, problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, angle))
     for check, ok, problem in ((grammar.validate, 'complete', 'problem'), (grammar.check_prompt, 'can_complete', 'prompt_problem')):
         try:
             check(board, holds)

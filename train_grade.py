@@ -3,17 +3,20 @@ Train the grade predictor, a bidirectional transformer encoder from a route's ho
 its continuous difficulty, with the training loop train_gen.py uses (trainer.py).
 
     python train_grade.py config/kilter.py
-    python train_grade.py config/moonboard.py --max_iters=3000
+    python train_grade.py config/kilter.py --ensemble=3        # three seeds, graded together
+    python train_grade.py config/kilter.py --seed=2 --out_dir=out/kilter/judge
     python train_grade.py config/kilter.py --init_from=resume --max_iters=8000
 
-Reads data/<dataset>/ (written by prepare.py) and writes out/<dataset>/grade/{last,best}.pt.
+Reads data/<dataset>/ (written by prepare.py) and writes out/<dataset>/grade/{last,best}.pt, or
+with --ensemble=K, K models with seeds seed..seed+K-1 in out/<dataset>/grade/member<k>/, which
+grade.py, sample.py and evaluate.py then use together (the mean of their grade distributions).
 Each route enters as <board> <angle> holds... (the prepared sequence without its grade and <end>
 tokens), with the angle also as a number; rows without a known difficulty are skipped. The loss
 is the cross-entropy of the model's grade distribution against two-hot targets, weighted by
 min(ascents, ascent_weight_cap) where the data counts ascents, since a grade logged once is much
 noisier than one agreed by many. best.pt is the checkpoint with the lowest weighted MAE on val.
-At the end it and a ridge baseline on hold-and-angle features are scored on the test split, per
-board (grade.py holds the metrics and the baseline).
+At the end it (the ensemble, and its first member alone) and a ridge baseline on hold-and-angle
+features are scored on the test split, per board.
 """
 
 import os
@@ -24,7 +27,7 @@ import torch
 
 from configurator import configure
 from metrics import ascent_weights, grade_metrics_by_board, grade_report, ridge_baseline, ridge_features, ridge_predict
-from model import build_grader, checkpoint_dir, grade_routes, grader_args, load_checkpoint
+from model import build_grader, checkpoint_dir, grade_routes, grader_args, load_grader
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
 from trainer import format_seconds, similar_length_batch, train
 
@@ -33,6 +36,7 @@ from trainer import format_seconds, similar_length_batch, train
 dataset = 'kilter'
 data_root = 'data'
 out_dir = ''  # default out/<dataset>/grade
+ensemble = 1  # models (seeds) to train; more than 1: out_dir/member<k>/, used together
 init_from = 'scratch'  # or 'resume' (from out_dir/last.pt)
 eval_interval = 250
 log_interval = 100
@@ -134,22 +138,28 @@ def evaluate(model):
 
 model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                          dropout=dropout, bias=bias)
+if not 1 <= ensemble <= 16:
+    raise InputError(f"ensemble must be 1..16 models, got {ensemble}")
+folders = [out_dir] if ensemble == 1 else [os.path.join(out_dir, f'member{k}') for k in range(ensemble)]
 t0 = time.time()
-model, metrics = train(config, model_args, build_grader, get_batch, evaluate)
-print(f"trained in {format_seconds(time.time() - t0)}")
+for k, folder in enumerate(folders):
+    if ensemble > 1:
+        print(f"\nensemble member {k + 1} of {ensemble}: seed {seed + k}, {folder}")
+    model, metrics = train(dict(config, seed=seed + k, out_dir=folder), model_args, build_grader, get_batch, evaluate)
+print(f"trained {ensemble} model(s) in {format_seconds(time.time() - t0)}")
 
 # -----------------------------------------------------------------------------
-# the test split: the best checkpoint by val MAE, beside the ridge baseline fitted on the same rows
+# the test split: the best checkpoints by val MAE, beside the ridge baseline fitted on the same rows
 if int(os.environ.get('RANK', 0)) == 0:
-    best = os.path.join(out_dir, 'best.pt')
-    if os.path.isfile(best):
-        model.load_state_dict(load_checkpoint(best, next(model.parameters()).device)['model'])
+    device = next(model.parameters()).device
     t0 = time.time()
     token_role = model_args['token_role']
     coef, l2, val_mae = ridge_baseline(splits['train'], splits['val'], token_role, splits['train']['weight'].numpy())
     print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
     test = splits['test']
-    predictions = dict(model=grade_routes(model, test['inputs'], test['angle'])['difficulty'],
-                       ridge=ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role)))
-    print(f"\ntest split, {'best.pt' if os.path.isfile(best) else 'final model'}:\n"
-          + grade_report(grade_metrics_by_board(test, predictions)))
+    predictions = dict(model=grade_routes(load_grader(out_dir, meta, device), test['inputs'], test['angle'])['difficulty'])
+    if ensemble > 1:
+        single = load_grader(os.path.join(folders[0], 'best.pt'), meta, device)
+        predictions['member0'] = grade_routes(single, test['inputs'], test['angle'])['difficulty']
+    predictions['ridge'] = ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role))
+    print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))

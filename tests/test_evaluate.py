@@ -13,7 +13,7 @@ def test_report_end_to_end(tiny, tmp_path):
                f'--grade_dir={tmp_path}/grade', f'--report_dir={tmp_path}/report', '--num_samples=60', '--sample_batch=25')
     report = json.loads((tmp_path / 'report' / 'report.json').read_text())
     assert report['generator']['val_loss_per_route'] > report['generator']['val_loss_per_token'] > 0
-    for sampler in ('gpt', 'frequency baseline'):
+    for sampler in ('gpt', 'gpt, guided', 'frequency baseline'):
         g = report['generation'][sampler]
         assert g['valid'] == 1.0
         m = g['boards']['tiny']
@@ -33,7 +33,12 @@ def test_report_end_to_end(tiny, tmp_path):
     assert len([g for g in sheet.iter('{http://www.w3.org/2000/svg}g') if g.get('class') == 'route']) >= 2
     headline = (tmp_path / 'report' / 'headline.md').read_text()  # the markdown summary, also printed
     assert headline in proc.stdout
-    assert [line.split(' | ')[0] for line in headline.splitlines() if ' | tiny | ' in line][:2] == ['| gpt', '| frequency baseline']
+    assert [line.split(' | ')[0] for line in headline.splitlines() if ' | tiny | ' in line][:3] == \
+        ['| gpt', '| gpt, guided', '| frequency baseline']
+    guided = report['generation']['gpt, guided']
+    assert guided['valid'] == 1.0 and guided['boards']['tiny']['copies'] == 0  # known climbs are never offered
+    assert guided['drawn'] >= 8 * 60 and 0 <= guided['copies'] <= guided['drawn']
+    assert 'not independent' in headline  # no judge trained here: the report says the guide judged itself
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
     assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
     assert f"| model, all rows | tiny | {grade['model']['all']['n']:,} | {grade['model']['all']['mae']:.2f} |" in headline

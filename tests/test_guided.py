@@ -1,0 +1,134 @@
+"""Grade-guided sampling, grade ensembles, the grade curve and the nearest known climb."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from metrics import ClimbIndex, jaccard_distance
+from model import (GPT, GradeEncoder, GradeEnsemble, ModelConfig, _draw, build_grader, grade_curve, grade_routes,
+                   grader_args, sample_routes)
+from routes import SPLITS, Grammar, load_meta, load_split
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tiny):
+    folder = os.path.join(tiny['root'], 'tiny')
+    meta = load_meta(folder)
+    return meta, Grammar(meta), [load_split(folder, meta, s) for s in SPLITS]
+
+
+def random_gpt(grammar, seed=0):
+    torch.manual_seed(seed)
+    board = grammar.meta['boards'][0]
+    return GPT(ModelConfig(vocab_size=grammar.vocab_size, block_size=board['max_holds'] + 4, n_layer=1, n_head=2,
+                           n_embd=16)).eval()
+
+
+class HoldCountGrader(torch.nn.Module):
+    """A stand-in grade model whose opinion is easy to work out: difficulty = 10 + holds."""
+    grade_min, n_grades = 10, 24
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def embed(self, idx, angle):
+        return (idx[:, 2:] != 0).sum(1, keepdim=True).float()  # <board> <angle> holds: count the holds
+
+    def log_probs(self, pooled):
+        grade = (pooled[:, 0].long()).clamp(max=self.n_grades - 1)
+        return torch.nn.functional.one_hot(grade, self.n_grades).float().clamp(min=1e-9).log()
+
+    def median(self, probs):
+        return self.grade_min + probs.argmax(-1).float()
+
+
+def test_guided_sampling_keeps_the_candidate_nearest_the_asked_grade(tiny_data):
+    meta, grammar, _ = tiny_data
+    gpt, grader, K = random_gpt(grammar), HoldCountGrader(), 6
+    prompt = grammar.parse('tiny', 'p1002r12p1044r14')
+    prompts = [('tiny', 40, g) for g in (14, 17, 20, 25)]
+    routes, stats = sample_routes(gpt, grammar, prompts, [prompt] * 4, generator=torch.Generator().manual_seed(3),
+                                  grader=grader, best_of=K)
+    assert stats == dict(drawn=4 * K, copies=0)
+    # the same generator state draws the same candidates: the chosen one must be nearest the asked grade
+    candidates = _draw(gpt, grammar, [p for p in prompts for _ in range(K)], [prompt] * 4 * K, 1.0, 0, 1.0,
+                       torch.Generator().manual_seed(3))
+    for i, (route, (_, _, asked)) in enumerate(zip(routes, prompts)):
+        grammar.validate('tiny', route['holds'])
+        assert set(prompt) <= set(route['holds'])
+        mine = candidates[i * K:(i + 1) * K]
+        scores = [abs(10 + len(c['holds']) - asked) for c in mine]
+        assert route['holds'] == mine[int(np.argmin(scores))]['holds']  # argmin: the first of ties
+        assert route['predicted'] == 10 + len(route['holds'])
+    spread = [abs(r['predicted'] - p[2]) for r, p in zip(routes, prompts)]
+    plain, _ = sample_routes(gpt, grammar, prompts, [prompt] * 4, generator=torch.Generator().manual_seed(3))
+    assert sum(spread) <= sum(abs(10 + len(r['holds']) - p[2]) for r, p in zip(plain, prompts))
+
+
+def test_known_climbs_are_not_offered(tiny_data):
+    meta, grammar, rows = tiny_data
+    index = ClimbIndex(grammar, rows)
+    known = grammar.decode(rows[0]['tokens'][0])['holds']
+
+    class EverythingKnown:  # every candidate is a known climb: drawn again, then kept, marked
+        def contains(self, board, holds):
+            return True
+    gpt = random_gpt(grammar)
+    prompts = [('tiny', 40, 20)] * 3
+    routes, stats = sample_routes(gpt, grammar, prompts, [known] * 3, generator=torch.Generator().manual_seed(0),
+                                  known=index)
+    assert all(r['holds'] != known or r['copy'] for r in routes)
+    routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(0),
+                                  known=EverythingKnown(), max_rounds=2)
+    assert stats == dict(drawn=6, copies=6) and all(r['copy'] for r in routes)
+
+
+def test_ensemble_averages_its_members(tiny_data):
+    meta, grammar, rows = tiny_data
+    args = grader_args(meta, block_size=48, n_layer=1, n_head=2, n_embd=16)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_grader(args).eval())
+    ensemble = GradeEnsemble(members).eval()
+    inputs = [t[:2] + t[3:-1] for t in rows[0]['tokens'][:20]]
+    angles = rows[0]['angle'][:20]
+    a, b, both = (grade_routes(m, inputs, angles) for m in (members[0], members[1], ensemble))
+    assert np.allclose(both['probs'], (a['probs'] + b['probs']) / 2, atol=1e-6)
+    assert not np.allclose(a['probs'], b['probs'])
+    median = members[0].median(torch.tensor(both['probs'])).numpy()
+    assert np.allclose(both['difficulty'], median, atol=1e-5)
+    assert both['embedding'].shape[1] == 2 * a['embedding'].shape[1]
+
+
+def test_grade_curve_has_one_row_per_angle(tiny_data):
+    meta, grammar, _ = tiny_data
+    torch.manual_seed(0)
+    grader = build_grader(grader_args(meta, block_size=48, n_layer=1, n_head=2, n_embd=16)).eval()
+    holds = grammar.parse('tiny', 'p1002r12p1014r13p1021r13p1027r13p1044r14')
+    curve = grade_curve(grader, grammar, 'tiny', holds)
+    assert [a for a, _, _ in curve] == meta['boards'][0]['angles']
+    single = grade_routes(grader, [grammar.encode('tiny', 40, None, holds)[:2] + grammar.hold_tokens('tiny', holds)], [40])
+    assert dict((a, d) for a, d, _ in curve)[40] == pytest.approx(single['difficulty'][0], abs=1e-5)
+    assert isinstance(grader, GradeEncoder)
+
+
+def test_nearest_known_climb(tiny_data):
+    meta, grammar, rows = tiny_data
+    index = ClimbIndex(grammar, rows)
+    tokens, climb_id = rows[1]['tokens'][5], rows[1]['climb_id'][5]
+    route = grammar.decode(tokens)
+    near = index.nearest('tiny', route['holds'], route['angle'])
+    assert near['distance'] == 0 and index.contains('tiny', route['holds'])
+    climb = index.climbs[('tiny', frozenset(route['holds']))]
+    assert near['climb_id'] == climb['climb_id'] and near['difficulty'] == climb['grades'][route['angle']]
+    if climb['climb_id'] == climb_id:  # (two climbs may share holds: the index keeps the first)
+        assert near['difficulty'] == pytest.approx(rows[1]['difficulty'][5])
+    # a changed route: the distance is the least Jaccard distance to any known climb, by brute force
+    changed = route['holds'][:-1] + [(1047, 'finish')] if (1047, 'finish') not in route['holds'] else route['holds'][1:]
+    near = index.nearest('tiny', changed, None)
+    brute = min(jaccard_distance(frozenset(changed), holds) for _, holds in index.climbs)
+    assert near['distance'] == pytest.approx(brute) and near['distance'] > 0
+    assert not index.contains('tiny', changed)

@@ -1,0 +1,340 @@
+"""serve.py's JSON API and page files, against a live server on the tiny board with tiny models."""
+import http.client
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import lights
+from conftest import ROOT, error_line, run
+from fixtures import ROLE_IDS, make_aurora_db
+from routes import ROLE_COLORS, Grammar, load_meta
+
+LED_COLORS = dict(start='00FF00', middle='00FFFF', finish='FF00FF', foot='FFA500')  # the Kilter app's
+
+
+def served_models(tmp_path_factory):
+    """The tiny board with LED colours (the fixture database leaves them out), prepared, and tiny
+    models trained on it: built once per session, for this file and test_page.py."""
+    root = tmp_path_factory.getbasetemp() / 'serve'
+    if (root / 'ready').exists():
+        return str(root)
+    root.mkdir(exist_ok=True)
+    db = str(root / 'tiny.db')
+    make_aurora_db(db)
+    con = sqlite3.connect(db)
+    con.executemany("UPDATE placement_roles SET led_color = ? WHERE id = ?", [(LED_COLORS[r], i) for r, i in ROLE_IDS.items()])
+    con.commit()
+    con.close()
+    common = ['config/tiny.py', f'--data_root={root}', '--max_iters=20', '--eval_interval=10']
+    run('prepare.py', 'config/tiny.py', f'--db={db}', f'--data_root={root}')
+    run('train_gen.py', *common, f'--out_dir={root}/gen')
+    run('train_grade.py', *common, f'--out_dir={root}/grade')
+    (root / 'ready').write_text('')
+    return str(root)
+
+
+class Server:
+    """serve.py in a subprocess on a free port; its log (stderr) goes to a file, so a chatty
+    server never blocks on a full pipe."""
+
+    def __init__(self, log_path, *args):
+        self.log_path = log_path
+        self.log = open(log_path, 'w')
+        self.proc = subprocess.Popen([sys.executable, 'serve.py', 'config/tiny.py', '--port=0', *args], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=dict(os.environ, OMP_NUM_THREADS='1'))
+        line = self.proc.stdout.readline()  # the address, or '' if it stopped
+        m = re.search(r'http://127\.0\.0\.1:(\d+)/', line)
+        if not m:
+            self.stop()
+            raise AssertionError(f"serve.py did not start: {line}\n{open(log_path).read()}")
+        self.port = int(m.group(1))
+        self.url = f'http://127.0.0.1:{self.port}'
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+    def text_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+def call(port, method, path, body=None, raw=None, headers=None):
+    """One request -> (status, JSON or text, headers). raw: bytes sent as they are."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    sent = {'Content-Type': 'application/json'} if data is not None else {}
+    sent.update(headers or {})
+    conn.request(method, path, body=data, headers=sent)
+    res = conn.getresponse()
+    payload = res.read()
+    conn.close()
+    kind = res.getheader('Content-Type', '')
+    return res.status, json.loads(payload) if 'json' in kind else payload.decode(), res
+
+
+def post(port, path, body):
+    return call(port, 'POST', path, body)
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    root = served_models(tmp_path_factory)
+    s = Server(str(tmp_path_factory.mktemp('log') / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/gen',
+               f'--grade_dir={root}/grade', '--timeout=1.5')
+    s.grammar = Grammar(load_meta(os.path.join(root, 'tiny')))
+    yield s
+    s.stop()
+
+
+ROUTE = 'p1002r12p1020r13p1029r13p1044r14'  # start, two hands, finish: a complete tiny route
+
+
+def test_board(server):
+    status, info, res = call(server.port, 'GET', '/api/board')
+    assert status == 200 and res.getheader('Cache-Control') == 'no-store'
+    board = info['boards'][0]
+    assert info['dataset'] == 'tiny' and board['name'] == 'tiny' and len(board['holds']) == 47
+    assert board['roles'] == ['start', 'middle', 'finish', 'foot'] and board['lights'] is True
+    assert board['angles'] == list(range(0, 75, 5)) and board['rules']['max_start'] == 2
+    assert info['role_colors'] == ROLE_COLORS and len(info['grades']) == 24
+    assert info['models'] == dict(generator=True, grader=1) and info['missing'] == {}
+    assert info['bluetooth']['aurora']['filters'] == [{'services': [lights.AURORA_ADVERTISED_UUID]}]
+    assert info['bluetooth']['aurora']['writes'][0]['characteristic'] == lights.AURORA_WRITE_UUID
+
+
+def test_page_files(server):
+    for path, kind in (('/', 'text/html'), ('/index.html', 'text/html'), ('/app.js', 'text/javascript'),
+                       ('/style.css', 'text/css'), ('/icon.svg', 'image/svg+xml')):
+        status, text, res = call(server.port, 'GET', path)
+        assert status == 200 and res.getheader('Content-Type').startswith(kind), path
+        assert "default-src 'self'" in res.getheader('Content-Security-Policy')
+        assert 'http' not in text.replace('http://www.w3.org/2000/svg', ''), f'{path} fetches from elsewhere'
+    status, html, _ = call(server.port, 'GET', '/?board=tiny&angle=40&route=p1002r12')  # a shared link
+    assert status == 200 and '<script src="/app.js"' in html
+
+
+def test_generate(server):
+    g = server.grammar
+    status, out, _ = post(server.port, '/api/generate', dict(board='tiny', angle=35, grade='V5', count=5, seed=7))
+    assert status == 200 and len(out['routes']) == 5 and out['seed'] == 7 and out['angle'] == 35
+    for r in out['routes']:
+        holds = g.parse('tiny', r['route'])
+        g.validate('tiny', holds)
+        assert sorted(map(tuple, r['holds'])) == sorted(holds) and r['angle'] == 35
+        assert r['asked']['v'] == 'V5' and r['predicted']['name'] and 0 <= r['nearest']['distance'] <= 1
+    again = post(server.port, '/api/generate', dict(board='tiny', angle=35, grade='V5', count=5, seed=7))[1]
+    assert [r['route'] for r in again['routes']] == [r['route'] for r in out['routes']]  # a seed reproduces
+    status, out, _ = post(server.port, '/api/generate', dict(angle=40, prompt='p1002r12', best_of=1))  # one board: may go unsaid
+    assert status == 200 and len(out['routes']) == 6 and all([1002, 'start'] in r['holds'] for r in out['routes'])
+
+
+def test_complete(server):
+    status, out, _ = post(server.port, '/api/complete', dict(board='tiny', angle=40, grade=20, route='p1002r12p1044r14', count=3))
+    assert status == 200 and len(out['routes']) == 3
+    for r in out['routes']:
+        assert [1002, 'start'] in r['holds'] and [1044, 'finish'] in r['holds'] and len(r['holds']) >= 3
+
+
+def test_grade(server):
+    status, out, _ = post(server.port, '/api/grade', dict(board='tiny', route=ROUTE, angle=40))
+    assert status == 200 and out['route'] == ROUTE and out['angle'] == 40
+    assert [c['angle'] for c in out['curve']] == list(range(0, 75, 5))
+    assert out['difficulty'] == next(c['difficulty'] for c in out['curve'] if c['angle'] == 40)
+    assert out['name'] == f"{out['font']}/{out['v']}" and len(out['likely']) == 3
+    assert [x['p'] for x in out['likely']] == sorted((x['p'] for x in out['likely']), reverse=True)
+    status, every, _ = post(server.port, '/api/grade', dict(route=ROUTE, angle='all'))
+    assert status == 200 and every['curve'] == out['curve'] and 'difficulty' not in every
+
+
+def test_check(server):
+    status, out, _ = post(server.port, '/api/check', dict(board='tiny', holds=[[1044, 'finish'], [1002, 'start']]))
+    assert status == 200 and out['route'] == 'p1002r12p1044r14' and out['holds'] == [[1002, 'start'], [1044, 'finish']]
+    assert not out['complete'] and 'routes here have 3..40' in out['problem'] and out['can_complete']
+    three = [[1002, 'start'], [1003, 'start'], [1004, 'start'], [1044, 'finish']]
+    out = post(server.port, '/api/check', dict(board='tiny', holds=three))[1]
+    assert 'route has 3 start holds' in out['problem'] and 'at most 2' in out['prompt_problem']
+    out = post(server.port, '/api/check', dict(board='tiny', route=ROUTE, angle=40))[1]
+    assert out['complete'] and out['problem'] is None and out['nearest']['climb_id']
+    out = post(server.port, '/api/check', dict(board='tiny', holds=[]))[1]
+    assert out['route'] == '' and out['nearest'] is None and not out['complete']
+
+
+def test_lights(server):
+    board = server.grammar.boards['tiny']
+    holds = server.grammar.parse('tiny', ROUTE)
+    for extra, api in ((dict(device='Kilter Board#12AB@3'), 3), (dict(device='Kilter Board#12AB'), 2), (dict(api=3), 3), ({}, 2)):
+        status, out, _ = post(server.port, '/api/lights', dict(board='tiny', route=ROUTE, **extra))
+        packets = lights.route_packets(dict(board, led_api=api), holds)
+        assert status == 200 and out['api'] == api
+        assert out['packets'] == [p.hex() for p in packets]
+        assert out['writes'] == [w.hex() for w in lights.ble_writes(packets)]
+        assert out['bytes'] == sum(map(len, packets)) and all(len(w) <= 40 for w in out['writes'])
+
+
+BAD = [  # (path, body, status, words in the error) -- one of each kind of mistake a client can make
+    ('/api/generate', dict(count='6'), 400, "field 'count' must be a whole number"),
+    ('/api/generate', dict(count=True), 400, "field 'count' must be a whole number"),
+    ('/api/generate', dict(count=25), 400, 'count must be 1..24'),
+    ('/api/generate', dict(count=0), 400, 'count must be 1..24'),
+    ('/api/generate', dict(best_of=17), 400, 'best_of must be 1..16'),
+    ('/api/generate', dict(angle=42), 400, 'angle 42 is impossible'),
+    ('/api/generate', dict(angle=[40]), 400, "field 'angle' must be"),
+    ('/api/generate', dict(angle='steep'), 400, "angle 'steep' is not a number"),
+    ('/api/generate', dict(grade='V20'), 400, 'out of range'),
+    ('/api/generate', dict(grade='hard'), 400, "unknown grade 'hard'"),
+    ('/api/generate', dict(prompt='p9r12'), 400, 'unknown placement p9'),
+    ('/api/generate', dict(prompt='p1002r99'), 400, 'role r99 of p1002'),
+    ('/api/generate', dict(prompt='p1002r12p1002r13'), 400, 'appears twice'),
+    ('/api/generate', dict(prompt='p1001r12p1002r12p1003r12'), 400, 'at most 2'),
+    ('/api/generate', dict(seed=-1), 400, 'seed must be'),
+    ('/api/generate', dict(temperature=-1), 400, 'temperature must be'),
+    ('/api/generate', dict(cont=6), 400, "unknown field 'cont'"),
+    ('/api/generate', dict(board='kilter'), 400, "unknown board 'kilter'"),
+    ('/api/generate', dict(board=7), 400, "field 'board' must be a string"),
+    ('/api/complete', dict(angle=40), 400, "missing field 'route'"),
+    ('/api/complete', dict(angle=40, route=''), 400, "'route' is empty"),
+    ('/api/grade', dict(angle=40), 400, "missing field 'route'"),
+    ('/api/grade', dict(route=ROUTE), 400, 'need an angle'),
+    ('/api/grade', dict(route=5, angle=40), 400, "field 'route' must be"),
+    ('/api/grade', dict(route='p1002r12p1044r14', angle=40), 400, 'route has 2 holds'),
+    ('/api/grade', dict(route='p1002x', angle=40), 400, 'malformed frames'),
+    ('/api/check', dict(holds=[[9, 'start']]), 400, 'no hold [9, "start"]'),
+    ('/api/check', dict(holds=[[1002, 'crimp']]), 400, 'no hold'),
+    ('/api/check', dict(holds=[[True, 'start']]), 400, 'no hold'),
+    ('/api/check', dict(holds='p1002r12'), 400, 'list of [placement, role] pairs'),
+    ('/api/check', dict(holds=[[1002, 'start'], [1002, 'middle']]), 400, 'appears twice'),
+    ('/api/check', dict(route=ROUTE, holds=[]), 400, "one of 'route'"),
+    ('/api/lights', dict(route=ROUTE, api=4), 400, 'api must be 2 or 3'),
+    ('/api/lights', dict(route=''), 400, 'malformed frames'),
+]
+
+
+@pytest.mark.parametrize('path, body, status, words', BAD, ids=[f'{p}-{json.dumps(b)}' for p, b, _, _ in BAD])
+def test_bad_request(server, path, body, status, words):
+    got, out, _ = post(server.port, path, body)
+    assert got == status and words in out['error'], out
+    assert '\n' not in out['error'] and 'Traceback' not in out['error']
+
+
+def test_bad_http(server):
+    port = server.port
+    cases = [  # (method, path, raw body, extra headers, status, words)
+        ('POST', '/api/grade', b'{"route": ', {}, 400, 'malformed JSON'),
+        ('POST', '/api/grade', b'[1, 2]', {}, 400, 'must be a JSON object'),
+        ('POST', '/api/grade', b'\xff\xfe{}', {}, 400, 'malformed JSON'),
+        ('POST', '/api/grade', b'{"angle": NaN}', {}, 400, 'NaN is not allowed'),
+        ('POST', '/api/grade', b'[' * 30000 + b']' * 30000, {}, 400, 'malformed JSON'),  # too deep to parse
+        ('POST', '/api/grade', b'{}', {'Content-Type': 'text/plain'}, 415, 'application/json'),
+        ('POST', '/api/grade', b'{}', {'Content-Length': '70000'}, 413, 'at most 65536'),
+        ('POST', '/api/grade', b'{}', {'Content-Length': 'ten'}, 400, 'not a number'),
+        ('POST', '/api/grade', b'{}', {'Host': 'evil.example:80'}, 403, 'not evil.example'),
+        ('GET', '/api/generate', None, {}, 405, 'takes POST'),
+        ('POST', '/api/board', b'{}', {}, 405, 'no POST'),
+        ('GET', '/api/nothing', None, {}, 404, 'no /api/nothing'),
+        ('PUT', '/api/grade', b'{}', {}, 501, 'Unsupported method'),
+    ]
+    for method, path, raw, headers, status, words in cases:
+        got, out, res = call(port, method, path, raw=raw, headers=headers)
+        assert got == status and words in out['error'], (method, path, headers, out)
+    # no Content-Length at all (http.client always sends one, so by hand)
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as s:
+        s.sendall(b'POST /api/grade HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\r\n')
+        assert s.recv(1000).startswith(b'HTTP/1.0 411')
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as s:  # not HTTP at all
+        s.sendall(b'\x16\x03\x01 hello\r\n\r\n')
+        assert s.recv(1000).startswith(b'HTTP/1.0 400')
+    assert call(port, 'GET', '/nothing')[:2] == (404, 'no /nothing here\n')  # plain text off the API
+
+
+@pytest.mark.parametrize('path', ['/../README.md', '/%2e%2e/routes.py', '/web/../serve.py', '//etc/passwd',
+                                  '/%5c..%5cserve.py', '/..%5c..%5cserve.py', '/web/index.html', '/serve.py',
+                                  '/web/app.js/../../serve.py', '/.git/config', '/api/../serve.py', '/app.js%00.py',
+                                  '/./app.js/..', '/%2fetc%2fpasswd'])
+def test_path_traversal(server, path):
+    status, text, _ = call(server.port, 'GET', path)
+    assert status == 404 and text == f'no {path.split("?")[0] if not path.startswith("//") else path[path.index("/", 2):]} here\n'
+
+
+def test_stalled_client_is_dropped(server):
+    """The socket timeout bounds a request: a client that sends half a body is cut off."""
+    with socket.create_connection(('127.0.0.1', server.port), timeout=10) as s:
+        s.sendall(b'POST /api/grade HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+                  b'Content-Length: 100\r\n\r\n{"ro')
+        t0 = time.time()
+        assert s.recv(1000) == b''  # closed by the server, no answer
+        assert time.time() - t0 < 8
+    assert call(server.port, 'GET', '/api/board')[0] == 200
+
+
+def test_concurrent_clients(server):
+    """8 threads x 25 mixed requests at once: every one answered, none wrong."""
+    errors, done = [], []
+    requests = [('/api/generate', dict(angle=40, grade='6c', count=2, best_of=2)),
+                ('/api/grade', dict(route=ROUTE, angle=30)),
+                ('/api/check', dict(holds=[[1002, 'start'], [1044, 'finish']])),
+                ('/api/lights', dict(route=ROUTE, api=3))]
+
+    def client(k):
+        for i in range(25):
+            path, body = requests[(k + i) % len(requests)]
+            try:
+                status, out, _ = post(server.port, path, body)
+                ok = status == 200 and ('routes' in out and len(out['routes']) == 2 or 'curve' in out or 'route' in out
+                                        or 'writes' in out)
+                (done if ok else errors).append((path, status, out))
+            except Exception as e:  # noqa: BLE001  (any failure is the test's finding)
+                errors.append((path, repr(e)))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(done) == 200, errors[:3]
+
+
+def test_still_serving_after_everything(server):
+    """Run last in this file: after all the bad requests above, the server answers and never crashed."""
+    assert call(server.port, 'GET', '/api/board')[0] == 200
+    assert post(server.port, '/api/grade', dict(route=ROUTE, angle=40))[0] == 200
+    assert server.proc.poll() is None
+    log = server.text_log()
+    assert 'Traceback' not in log and '" 500 ' not in log
+
+
+def test_without_models_or_led_colours(tiny, tmp_path):
+    """The fixture's own data: no models trained, no LED colours. The server starts and says so."""
+    s = Server(str(tmp_path / 'serve.log'), f"--data_root={tiny['root']}", f'--gen_dir={tmp_path}/none',
+               f'--grade_dir={tmp_path}/none')
+    try:
+        info = call(s.port, 'GET', '/api/board')[1]
+        assert info['models'] == dict(generator=False, grader=0) and info['boards'][0]['lights'] is False
+        for path, body in (('/api/generate', {'angle': 40}), ('/api/complete', {'angle': 40, 'route': 'p1002r12'})):
+            status, out, _ = post(s.port, path, body)
+            assert status == 503 and 'train' in out['error']
+        status, out, _ = post(s.port, '/api/grade', dict(route=ROUTE, angle=40))
+        assert status == 503 and 'python train_grade.py config/tiny.py' in out['error']
+        status, out, _ = post(s.port, '/api/lights', dict(route=ROUTE))
+        assert status == 400 and 'no LED colour' in out['error']
+        assert post(s.port, '/api/check', dict(route=ROUTE))[0] == 200  # the grammar needs no model
+    finally:
+        s.stop()
+
+
+def test_command_line_errors(tiny):
+    assert 'port must be 0..65535' in error_line(run('serve.py', 'config/tiny.py', '--port=70000', check=False))
+    proc = run('serve.py', 'config/tiny.py', '--data_root=/nonexistent', check=False)
+    assert 'prepare the data first' in error_line(proc)
