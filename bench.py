@@ -179,6 +179,58 @@ if grade_checkpoints(grade_dir):
     rows.append((f'sampling, guided best of {best_of}', guided_routes / t, 'routes/s',
                  f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
 
+# -----------------------------------------------------------------------------
+# serve.py under load: 8 clients at once over HTTP, half generate (guided) and half grade requests
+if os.path.basename(ckpt_path) == 'best.pt' and os.path.isfile(ckpt_path) and grade_checkpoints(grade_dir):
+    import json  # only this section needs them
+    import threading
+    import urllib.request
+    clients, per_client = 8, 25
+    server = subprocess.Popen([sys.executable, 'serve.py', config, f'--data_root={tmp}', f'--device={device}',
+                               f'--gen_dir={os.path.dirname(ckpt_path)}', f'--grade_dir={grade_dir}', '--port=0',
+                               '--log_requests=False'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        address = re.search(r'http://\S+/', server.stdout.readline())
+        if not address:
+            raise SystemExit("error: serve.py did not start")
+
+        def request(path, body):
+            req = urllib.request.Request(address.group(0) + path, data=json.dumps(body).encode(),
+                                         headers={'Content-Type': 'application/json'})
+            with urllib.request.urlopen(req, timeout=300) as res:
+                return json.loads(res.read())
+
+        first = request('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1, seed=seed))
+        route = first['routes'][0]['route']
+        work = [('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1)),
+                ('api/grade', dict(board=board['name'], route=route, angle=angle))]
+        latency, failed = [], []
+
+        def client(k):
+            for i in range(per_client):
+                t = time.perf_counter()
+                try:
+                    request(*work[(k + i) % len(work)])
+                    latency.append(time.perf_counter() - t)
+                except Exception as e:  # noqa: BLE001  (counted, and the run goes on)
+                    failed.append(e)
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait()
+    note = f'{clients} clients x {per_client}, half generate (1 route, guided), half grade'
+    note += f', {len(failed)} failed' if failed else ''
+    rows.append(('serve.py requests/s', len(latency) / wall, 'req/s', note))
+    rows.append(('serve.py latency p50', 1000 * float(np.percentile(latency, 50)), 'ms', 'per request, as a client sees it'))
+    rows.append(('serve.py latency p99', 1000 * float(np.percentile(latency, 99)), 'ms', 'per request, as a client sees it'))
+    print(f"serve.py: {rows[-3][1]:.1f} requests/s, p50 {rows[-2][1]:.0f} ms, p99 {rows[-1][1]:.0f} ms", flush=True)
+
 print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
 for what, figure, unit, note in rows:
     print(f"{what:34} {figure:>12,.1f} {unit:9} {note}")

@@ -262,12 +262,17 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
     """Sample continuations of prefix (B, T0), all rows of one length, with the key/value cache:
     one full forward for the prefix, then one token per step. rules (routes.DecodingRules)
     masks every step to what the grammar allows; finished rows continue with padding (0).
-    Returns (B, T0 + steps)."""
+    Routes differ in length, so once half of the rows still decoding have finished, they are
+    dropped from the batch (and from the cache and the rules): the long routes do not keep the
+    short ones computing. Returns (B, T0 + steps)."""
     B, T0 = prefix.shape
     weight = model.lm_head.weight
     cache = model.new_cache(B, weight.device, weight.dtype)
     logits, _ = model(prefix, cache=cache, pos=0)
-    out, done, pos = [prefix], torch.zeros(B, dtype=torch.bool, device=prefix.device), T0
+    out = torch.zeros(B, model.config.block_size, dtype=torch.long, device=prefix.device)
+    out[:, :T0] = prefix
+    rows = torch.arange(B, device=prefix.device)  # the rows of out still being decoded
+    done, pos = torch.zeros(B, dtype=torch.bool, device=prefix.device), T0
     while pos < model.config.block_size:
         logits = logits[:, -1].float()
         if rules is not None:
@@ -289,12 +294,18 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
         if rules is not None:
             rules.update(nxt)
         done |= nxt.squeeze(1) == end_token
-        out.append(nxt)
+        out[rows, pos] = nxt.squeeze(1)
+        pos += 1
         if done.all():
             break
-        logits, _ = model(nxt, cache=cache, pos=pos)
-        pos += 1
-    return torch.cat(out, 1)
+        if done.sum() * 2 >= len(done) and cache is not None:  # compact: keep the unfinished rows only
+            keep = ~done
+            rows, nxt, done = rows[keep], nxt[keep], done[keep]
+            cache = [(k[keep], v[keep]) for k, v in cache]
+            if rules is not None:
+                rules.keep(keep)
+        logits, _ = model(nxt, cache=cache, pos=pos - 1)
+    return out[:, :pos]
 
 
 # -----------------------------------------------------------------------------

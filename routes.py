@@ -549,6 +549,14 @@ class DecodingRules:
         self.done = torch.zeros(B, dtype=torch.bool, device=device)
         self.V = V
 
+    ROW_STATE = ('row_board', 'min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds',
+                 'required', 'req_len', 'req_ptr', 'req_left', 'last_rank', 'used', 'reserved', 'count', 'done')
+
+    def keep(self, rows):
+        """Go on with only these rows of the batch (a bool mask or indices), e.g. the unfinished."""
+        for name in self.ROW_STATE:
+            setattr(self, name, getattr(self, name)[rows])
+
     def _next_required(self):
         has = self.req_ptr < self.req_len
         tok = self.required.gather(1, self.req_ptr.clamp(max=self.required.size(1) - 1)[:, None]).squeeze(1)

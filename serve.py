@@ -82,7 +82,8 @@ except InputError as e:
 if grade_checkpoints(grade_dir):
     grader = load_grader(grade_dir, meta, device)
 else:
-    grader, missing['grader'] = None, f"no grade model in {grade_dir}: train one (python train_grade.py config/{dataset}.py)"
+    grader = None
+    missing['grader'] = f"no grade model in {grade_dir}: train one (python train_grade.py config/{dataset}.py)"
 for line in missing.values():
     print(f"note: {line}", file=sys.stderr)
 model_lock = threading.Lock()  # torch modules are not safe to run from several threads at once
@@ -103,7 +104,8 @@ def board_info(b):
     return dict(name=b['name'], title=b['title'], format=b['format'], holds=[list(h) for h in b['holds']],
                 edges=list(b['edges']), pitch=_pitch(b), angles=b['angles'], angle_known=b['angle_known'],
                 roles=[r for r in ROLES if r in b['role_codes']],
-                rules={k: b[k] for k in ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds')},
+                rules={k: b[k] for k in ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds',
+                                         'max_holds')},
                 lights=b['format'] == 'moonboard' or bool(b.get('leds') and b.get('role_colors')))
 
 
@@ -116,12 +118,13 @@ BOARD_JSON = dict(
     defaults=dict(count=default_count, best_of=best_of if grader is not None else 1),
     bluetooth=dict(  # Web Bluetooth's requestDevice filters, then the write characteristics to try in order
         aurora=dict(filters=[dict(services=[lights.AURORA_ADVERTISED_UUID])], optional=[lights.AURORA_SERVICE_UUID],
-                    writes=[dict(service=lights.AURORA_SERVICE_UUID, characteristic=lights.AURORA_WRITE_UUID, response=False)]),
+                    writes=[dict(service=lights.AURORA_SERVICE_UUID, characteristic=lights.AURORA_WRITE_UUID,
+                                 response=False)]),
         moonboard=dict(filters=[dict(namePrefix=p) for p in lights.MOONBOARD_NAME_PREFIXES],
                        optional=[lights.MOONBOARD_SERVICE_UUID, lights.MOONBOARD_REDBEARLAB_SERVICE_UUID],
-                       writes=[dict(service=lights.MOONBOARD_SERVICE_UUID, characteristic=lights.MOONBOARD_WRITE_UUID, response=False),
-                               dict(service=lights.MOONBOARD_REDBEARLAB_SERVICE_UUID,
-                                    characteristic=lights.MOONBOARD_REDBEARLAB_WRITE_UUID, response=True)])))
+                       writes=[dict(service=s, characteristic=c, response=r) for s, c, r in (  # old boxes: responses
+                           (lights.MOONBOARD_SERVICE_UUID, lights.MOONBOARD_WRITE_UUID, False),
+                           (lights.MOONBOARD_REDBEARLAB_SERVICE_UUID, lights.MOONBOARD_REDBEARLAB_WRITE_UUID, True))])))
 
 
 # -----------------------------------------------------------------------------
@@ -182,7 +185,7 @@ def nearest(board, holds, angle):
 
 def hold_pairs(board, pairs):
     """A page's [[placement, role], ...] -> holds, each checked against the board."""
-    if not isinstance(pairs, list) or len(pairs) > grammar.boards[board]['max_holds'] + 10:
+    if not isinstance(pairs, list) or len(pairs) > len(grammar.xy[board]):
         raise InputError("field 'holds' must be a list of [placement, role] pairs")
     holds = []
     for pair in pairs:
@@ -206,9 +209,10 @@ def api_check(body):
     if ('route' in body) == ('holds' in body):
         raise InputError("give one of 'route' (a route string) or 'holds' ([[placement, role], ...])")
     holds = hold_pairs(board, body['holds']) if 'holds' in body else grammar.parse(board, field(body, 'route', ROUTE))
-    answer = dict(board=board, route=grammar.format(board, holds), holds=[list(h) for h in holds],
-                  complete=True, problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, angle))
-    for check, ok, problem in ((grammar.validate, 'complete', 'problem'), (grammar.check_prompt, 'can_complete', 'prompt_problem')):
+    answer = dict(board=board, route=grammar.format(board, holds), holds=[list(h) for h in holds], complete=True,
+                  problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, angle))
+    for check, ok, problem in ((grammar.validate, 'complete', 'problem'),
+                               (grammar.check_prompt, 'can_complete', 'prompt_problem')):
         try:
             check(board, holds)
         except InputError as e:  # not a bad request: the page shows the rule that the route breaks
@@ -217,7 +221,9 @@ def api_check(body):
 
 
 def sampled(body, prompt_field):
-    """Generate or complete: routes for (board, angle, grade), containing the prompt's holds."""
+    """Generate (prompt_field 'prompt', optional) or complete ('route', required): routes for
+    (board, angle, grade), each containing the prompt's holds."""
+    fields(body, ('board', 'angle', 'grade', 'count', prompt_field, 'best_of', 'seed', 'temperature'))
     need(generator, 'generator')
     board = board_of(body)
     count = field(body, 'count', (int,), default_count)
@@ -227,7 +233,10 @@ def sampled(body, prompt_field):
     grades = [None] if grade in (None, '', '?') else parse_grade(grade)
     angle = field(body, 'angle', (int, float, str), None)
     prompt = field(body, prompt_field, ROUTE, '' if prompt_field == 'prompt' else REQUIRED)
-    required, angle = grammar.route(board, prompt, angle, complete=False) if prompt else ([], grammar.check_angle(board, angle))
+    if prompt:
+        required, angle = grammar.route(board, prompt, angle, complete=False)
+    else:
+        required, angle = [], grammar.check_angle(board, angle)
     if prompt_field == 'route' and not required:
         raise InputError("field 'route' is empty: give the partial route to complete")
     k = field(body, 'best_of', (int,), best_of if grader is not None else 1)
@@ -249,16 +258,6 @@ def sampled(body, prompt_field):
         nearest=nearest(board, r['holds'], r['angle'])) for r in routes])
 
 
-def api_generate(body):
-    fields(body, ('board', 'angle', 'grade', 'count', 'prompt', 'best_of', 'seed', 'temperature'))
-    return sampled(body, 'prompt')
-
-
-def api_complete(body):
-    fields(body, ('board', 'angle', 'grade', 'count', 'route', 'best_of', 'seed', 'temperature'))
-    return sampled(body, 'route')
-
-
 def api_grade(body):
     fields(body, ('board', 'route', 'angle'))
     need(grader, 'grader')
@@ -276,9 +275,9 @@ def api_grade(body):
                   curve=[dict(angle=a, **grade_info(d)) for a, d, _ in curve], nearest=nearest(board, holds, angle))
     for a, d, probs in curve:
         if a == angle:  # on a board without angles both are None: its one row
-            likely = probs.argsort()[::-1][:3]
-            answer.update(grade_info(d), likely=[dict(grade_info(grader.grade_min + int(i)), p=round(float(probs[i]), 4))
-                                                 for i in likely])
+            top = probs.argsort()[::-1][:3]  # the three likeliest grades, as grade.py prints them
+            likely = [dict(grade_info(grader.grade_min + int(i)), p=round(float(probs[i]), 4)) for i in top]
+            answer.update(grade_info(d), likely=likely)
     return answer
 
 
@@ -301,8 +300,10 @@ def api_lights(body):
                 writes=[w.hex() for w in writes], bytes=sum(map(len, writes)))
 
 
-API = {'/api/check': api_check, '/api/generate': api_generate, '/api/complete': api_complete,
-       '/api/grade': api_grade, '/api/lights': api_lights}
+API = {'/api/check': api_check, '/api/generate': lambda body: sampled(body, 'prompt'),
+       '/api/complete': lambda body: sampled(body, 'route'), '/api/grade': api_grade, '/api/lights': api_lights}
+HEADERS = {'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', 'Referrer-Policy': 'no-referrer',
+           'Content-Security-Policy': "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 LOOPBACK = {'127.0.0.1', 'localhost', '::1'}
 
 
@@ -312,6 +313,7 @@ LOOPBACK = {'127.0.0.1', 'localhost', '::1'}
 class Handler(BaseHTTPRequestHandler):
     server_version, sys_version = 'boardgpt', ''  # no version details to a client
     timeout = timeout  # seconds on the socket: a client that stalls is dropped
+    body_read = False
 
     def do_GET(self):
         self.answer(self.get)
@@ -342,7 +344,7 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(400, "Content-Length is not a number") from None
         if not 0 <= length <= max_body:
             raise HTTPError(413, f"the body is {length} bytes; at most {max_body} are taken")
-        raw = self.rfile.read(length)
+        raw, self.body_read = self.rfile.read(length), True
         try:
             body = json.loads(raw, parse_constant=lambda c: _raise(f"{c} is not allowed in JSON"))
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -369,6 +371,12 @@ class Handler(BaseHTTPRequestHandler):
             self.fail(500, f"internal error ({type(e).__name__}); the server log has the details", path)
 
     def fail(self, status, message, path):
+        length = getattr(self, 'headers', {}).get('Content-Length', '')
+        if not self.body_read and status != 413 and length.isdigit() and int(length) <= max_body:
+            try:  # read the unread body, so that closing the socket does not reset the answer away
+                self.rfile.read(int(length))
+            except OSError:
+                pass
         self.send(status, {'error': message} if path.startswith('/api/') else message)
 
     def send_error(self, code, message=None, explain=None):  # http.server's own errors (bad request line, ...)
@@ -381,17 +389,12 @@ class Handler(BaseHTTPRequestHandler):
             body, kind = (body + '\n').encode(), 'text/plain; charset=utf-8'
         try:
             self.send_response(status)
-            self.send_header('Content-Type', kind)
-            self.send_header('Content-Length', str(len(body)))
-            self.send_header('Cache-Control', 'no-store')
-            self.send_header('X-Content-Type-Options', 'nosniff')
-            self.send_header('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
-            self.send_header('Referrer-Policy', 'no-referrer')
+            for key, value in dict(HEADERS, **{'Content-Type': kind, 'Content-Length': str(len(body))}).items():
+                self.send_header(key, value)
             if status == 405:
                 self.send_header('Allow', 'POST' if urlsplit(self.path).path in API else 'GET')
             self.end_headers()
-            if self.command != 'HEAD':
-                self.wfile.write(body)
+            self.wfile.write(body)
         except (ConnectionError, TimeoutError, socket.timeout):
             self.close_connection = True
 
@@ -406,6 +409,7 @@ def _raise(message):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a stalled client never keeps the process from exiting
+    request_queue_size = 64  # a burst of clients waits to be accepted rather than being refused
     address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
 
 

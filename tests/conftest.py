@@ -9,7 +9,7 @@ SHARED = os.path.join(os.path.dirname(ROOT), 'shared', 'data')  # real data, whe
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fixtures import make_aurora_db  # noqa: E402
+from fixtures import make_aurora_db, make_moonboard_json  # noqa: E402,F401  (the tests import them from here)
 
 
 def run(*args, check=True):

@@ -123,6 +123,8 @@ async function setHolds(holds, note = '') {
   $('route-meta').textContent = note;  // where the route came from, until the next edit
   $('route-meta').hidden = !note;
   drawMain();
+  S.check = null;  // until the server has read the new route, nothing acts on the old one
+  enable();
   const seq = ++S.seq;
   try {
     const c = await api('/api/check', {board: S.board.name, holds, angle: angleNow()});
@@ -220,8 +222,8 @@ function generate(event) {
   const count = Number($('count').value);
   return withModel('Generating…', async () => {
     const r = await api('/api/generate', {board: S.board.name, angle: angleNow(), grade: gradeNow(), count});
-    const where = S.board.angle_known ? ` at ${r.angle}°` : '';
-    showRoutes(r.routes, `${r.routes.length} at${where || ' any angle'}, ${$('grade').selectedOptions[0].textContent}`);
+    const where = S.board.angle_known ? `at ${r.angle}°` : 'angle unknown';
+    showRoutes(r.routes, `${r.routes.length} ${where}, ${$('grade').selectedOptions[0].textContent}`);
     say('status', `${r.routes.length} routes (seed ${r.seed}, best of ${r.best_of}).`, 'ok');
   });
 }
@@ -379,7 +381,7 @@ async function start() {
   fillSelect('grade', [['', 'any grade'], ...info.grades.map((g) => [g.difficulty, `${g.font} · ${g.v}`])], 20);
   fillSelect('count', [4, 6, 8, 12, 24].filter((n) => n <= info.limits.count).map((n) => [n, n]), info.defaults.count);
   useBoard(q.get('board'), q.get('angle'));
-  for (const [what, line] of Object.entries(info.missing)) say('status', `No ${what}: ${line}`, 'warn');
+  if (Object.keys(info.missing).length) say('status', Object.values(info.missing).join(' '), 'warn');  // what is switched off
 
   $('controls').addEventListener('submit', generate);
   $('board').addEventListener('change', () => { useBoard($('board').value); showRoutes([], ''); setHolds([]); });

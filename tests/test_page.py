@@ -1,0 +1,229 @@
+"""The page in a real browser: headless Chromium driven by Selenium, against serve.py on the tiny
+board with tiny models. Set BOARDGPT_SCREENSHOT=1 to write the screenshot to assets/page.png."""
+import os
+import shutil
+import time
+
+import pytest
+
+import lights
+from conftest import ROOT
+from routes import Grammar, load_meta
+from test_serve import ROUTE, Server, served_models
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+except ImportError:
+    pytest.skip('no selenium (pip install selenium) for the browser test', allow_module_level=True)
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+CHROMEDRIVER = shutil.which('chromedriver')
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip('no chromium and chromedriver here (apt-get install chromium chromium-driver)', allow_module_level=True)
+
+# a stand-in for Web Bluetooth that records what the page asks for and every byte it writes
+FAKE_BLUETOOTH = """
+(() => {
+  const log = window.__bt = {requests: [], services: [], writes: []};
+  const record = async (data) => {
+    log.writes.push(Array.from(new Uint8Array(data.buffer || data, data.byteOffset || 0, data.byteLength)));
+  };
+  const ch = {writeValueWithoutResponse: record, writeValueWithResponse: record};
+  const server = {async getPrimaryService(uuid) {
+    log.services.push(uuid);
+    return {async getCharacteristic(u) { log.characteristic = u; return ch; }};
+  }};
+  const gatt = {connected: false, async connect() { this.connected = true; return server; }};
+  const device = {name: 'Kilter Board#AB12@3', gatt};
+  const bluetooth = {async requestDevice(options) { log.requests.push(options); return device; }};
+  Object.defineProperty(Navigator.prototype, 'bluetooth', {configurable: true, get: () => bluetooth});
+})();
+"""
+LIT = 'p1002r12p1008r15p1014r13p1020r13p1026r13p1032r13p1038r13p1044r14'  # 8 holds: more than one 20-byte write
+NO_BLUETOOTH = "Object.defineProperty(Navigator.prototype, 'bluetooth', {configurable: true, get: () => undefined});"
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    root = served_models(tmp_path_factory)
+    s = Server(str(tmp_path_factory.mktemp('pagelog') / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/gen',
+               f'--grade_dir={root}/grade')
+    s.grammar = Grammar(load_meta(os.path.join(root, 'tiny')))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope='module')
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                 '--window-size=1440,900', f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except WebDriverException as e:
+        pytest.skip(f"chromium did not start: {str(e).splitlines()[0][:120]}")
+    yield driver
+    driver.quit()
+
+
+def wait(what, until, timeout=30):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = until()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def css(d, selector):
+    return d.find_elements(By.CSS_SELECTOR, selector)
+
+
+def text(d, element_id):
+    return d.find_element(By.ID, element_id).text
+
+
+def rings(d):
+    return [(r.get_attribute('data-hold'), r.get_attribute('data-role')) for r in css(d, '#view .ring')]
+
+
+def click_hold(d, placement, times=1):
+    for _ in range(times):
+        before = d.execute_script("return document.getElementById('view').dataset.holds + '|' + S.seq")
+        css(d, f'#view .hit[data-hold="{placement}"]')[0].click()
+        wait('the board to redraw', lambda before=before: d.execute_script(
+            "return document.getElementById('view').dataset.holds + '|' + S.seq") != before)
+    settled(d)
+
+
+def settled(d):
+    """Until the page's last route check has come back (the route text matches the holds drawn)."""
+    wait('the route check', lambda: d.execute_script(
+        "return S.check && S.check.holds.length === S.holds.length && S.route === S.check.route"))
+
+
+def severe(d):
+    return [e for e in d.get_log('browser') if e['level'] == 'SEVERE']
+
+
+def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
+    d = browser
+    d.get(site.url + '/')
+    wait('the board', lambda: len(css(d, '#view .hit')) == 47)
+    assert [li.text for li in css(d, '#legend li')][:4] == ['start', 'hand', 'finish', 'foot']
+    assert d.find_element(By.ID, 'angle').get_attribute('value') == '40'  # the default angle
+    Select(d.find_element(By.ID, 'angle')).select_by_value('35')
+    Select(d.find_element(By.ID, 'grade')).select_by_value('20')
+    Select(d.find_element(By.ID, 'count')).select_by_value('4')
+
+    # Generate, then one thumbnail shown big
+    d.find_element(By.ID, 'generate').click()
+    thumbs = wait('4 thumbnails', lambda: len(css(d, '.thumb')) == 4 and css(d, '.thumb'))
+    assert all('holds' in t.text for t in thumbs) and '4 at 35°' in text(d, 'gallery-meta')
+    pick = thumbs[1]
+    route, n = pick.get_attribute('title'), len(pick.find_elements(By.CSS_SELECTOR, '.ring'))
+    pick.click()
+    wait('the picked route', lambda: text(d, 'route') == route)
+    assert len(rings(d)) == n and 'picked' in pick.get_attribute('class')
+    assert text(d, 'route-meta').startswith('#2: asked 6c / V5')
+    assert '✓' in text(d, 'rules') and f'board=tiny&angle=35&route={route}' in d.current_url
+    d.find_element(By.ID, 'grade-button').click()
+    wait('the grade card', lambda: d.find_element(By.ID, 'grade-card').is_displayed())
+    keep = os.environ.get('BOARDGPT_SCREENSHOT') == '1'
+    shot = os.path.join(ROOT, 'assets', 'page.png') if keep else str(tmp_path / 'page.png')
+    d.save_screenshot(shot)
+
+    # edit by clicking holds: each click cycles none -> start -> hand -> finish -> foot -> none
+    d.find_element(By.ID, 'clear').click()
+    settled(d)
+    assert rings(d) == [] and text(d, 'route') == 'no holds yet'
+    click_hold(d, 1002)
+    click_hold(d, 1044, 3)
+    assert sorted(rings(d)) == [('1002', 'start'), ('1044', 'finish')]
+    assert 'routes here have 3..40' in text(d, 'rules') and 'Complete can fill it in' in text(d, 'rules')
+    assert not d.find_element(By.ID, 'grade-button').is_enabled()  # an incomplete route is not graded
+    click_hold(d, 1003)
+    click_hold(d, 1004)
+    assert 'route has 3 start holds' in text(d, 'rules')  # the board's rule, as the grammar words it
+    click_hold(d, 1004, 4)  # start -> hand -> finish -> foot -> none
+    click_hold(d, 1003, 3)
+    assert ('1003', 'foot') in rings(d) and len(rings(d)) == 3
+    click_hold(d, 1003)
+    click_hold(d, 1020, 2)
+    assert text(d, 'route') == ROUTE.replace('p1029r13', '') and '✓' in text(d, 'rules')
+    click_hold(d, 1029, 2)
+    assert text(d, 'route') == ROUTE and text(d, 'hold-count') == '4 holds'
+
+    # grade it: the grade, the three likely grades, the curve over every angle
+    d.find_element(By.ID, 'grade-button').click()
+    wait('the grade', lambda: d.find_element(By.ID, 'grade-card').is_displayed())
+    assert '/ V' in text(d, 'grade-big') and text(d, 'grade-at') == 'at 35°'
+    assert len(css(d, '#likely li')) == 3 and all(li.text.endswith('%') for li in css(d, '#likely li'))
+    points = css(d, '#curve polyline')[0].get_attribute('points').split()
+    assert len(points) == 15 and len(css(d, '#curve .dot.here')) == 1
+    assert 'Distance' in text(d, 'nearest') or 'known climb' in text(d, 'nearest')
+
+    # complete a start and a finish into whole routes
+    d.find_element(By.ID, 'clear').click()
+    settled(d)
+    click_hold(d, 1002)
+    click_hold(d, 1044, 3)
+    d.find_element(By.ID, 'complete').click()
+    wait('the completions', lambda: 'completions' in text(d, 'gallery-meta'))
+    titles = [t.get_attribute('title') for t in css(d, '.thumb')]
+    assert len(titles) == 4 and all('p1002r12' in t and 'p1044r14' in t for t in titles)
+
+    # a shared link reproduces the view
+    d.get(f'{site.url}/?board=tiny&angle=45&route={ROUTE}')
+    wait('the shared route', lambda: text(d, 'route') == ROUTE)
+    assert len(rings(d)) == 4 and d.find_element(By.ID, 'angle').get_attribute('value') == '45'
+    d.find_element(By.ID, 'copy').click()
+    wait('the copy', lambda: 'copied' in text(d, 'status') or ROUTE in text(d, 'status'))
+    assert severe(d) == []
+    assert os.path.getsize(shot) > 10_000
+
+
+def test_light_button(site, browser):
+    d = browser
+    board = site.grammar.boards['tiny']
+    packets = lights.route_packets(dict(board, led_api=3), site.grammar.parse('tiny', LIT))  # the name says @3
+    expected = [list(w) for w in lights.ble_writes(packets)]
+    script = d.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': FAKE_BLUETOOTH})['identifier']
+    try:
+        d.get(f'{site.url}/?board=tiny&angle=40&route={LIT}')
+        wait('the route', lambda: text(d, 'route') == LIT)
+        assert 'Light sends the route' in text(d, 'light-status')
+        d.find_element(By.ID, 'light').click()
+        wait('the lights', lambda: 'Sent' in text(d, 'light-status'))
+        bt = d.execute_script('return window.__bt')
+        assert bt['writes'] == expected and len(expected) > 1
+        assert bt['requests'] == [{'filters': [{'services': [lights.AURORA_ADVERTISED_UUID]}],
+                                   'optionalServices': [lights.AURORA_SERVICE_UUID]}]
+        assert bt['services'] == [lights.AURORA_SERVICE_UUID] and bt['characteristic'] == lights.AURORA_WRITE_UUID
+        assert text(d, 'light-status') == (f'Sent {sum(map(len, packets))} bytes in {len(expected)} writes to '
+                                           f'Kilter Board#AB12@3 (LED protocol v3).')
+        d.find_element(By.ID, 'light').click()  # again: the same connection, no second chooser
+        wait('the second send', lambda: len(d.execute_script('return window.__bt.writes')) == 2 * len(expected))
+        assert len(d.execute_script('return window.__bt.requests')) == 1
+    finally:
+        d.execute_cdp_cmd('Page.removeScriptToEvaluateOnNewDocument', {'identifier': script})
+
+    script = d.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': NO_BLUETOOTH})['identifier']
+    try:
+        d.get(f'{site.url}/?board=tiny&angle=40&route={ROUTE}')
+        wait('the route', lambda: text(d, 'route') == ROUTE)
+        assert 'has no Web Bluetooth' in text(d, 'light-status')  # said before anyone clicks
+        d.find_element(By.ID, 'light').click()
+        assert 'use Chrome or Edge' in text(d, 'light-status')
+    finally:
+        d.execute_cdp_cmd('Page.removeScriptToEvaluateOnNewDocument', {'identifier': script})
+    assert severe(d) == []
