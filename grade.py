@@ -5,6 +5,7 @@ Grade routes with a trained grade model.
     python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=all   # the grade curve
     python grade.py config/moonboard.py --frames='SH:C5,E6/IH:E8/FH:D18'
     python grade.py config/kilter.py --input=routes.jsonl > grades.jsonl
+    python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40 --lights
 
 One route prints its predicted difficulty with its Font and V grade, the three likeliest grades,
 and the nearest known climb of the dataset (Jaccard distance over holds with roles; 0 is the same
@@ -14,7 +15,8 @@ board instead (most climbs are logged at a few angles only). --input reads JSON 
 out on a one-board dataset, "angle" on a one-angle board; "angle": "all", or --angle=all for lines
 without one, gives the curve), and writes one JSON line per input line: the prediction, or
 {"line": n, "error": ...}; a bad line does not stop the others, and the exit status is 1 if any
-line failed. A bad route on the command line stops with one line, `error: ...`.
+line failed. A bad route on the command line stops with one line, `error: ...`. --lights prints
+the Bluetooth packets that light the route on the board (one frame a line, as hex).
 
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
 """
@@ -25,6 +27,7 @@ import os
 import sys
 
 from configurator import configure
+from lights import hex_lines, route_packets
 from metrics import ClimbIndex
 from model import check_device, checkpoint_dir, grade_curve, grade_routes, load_grader
 from routes import (FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError, encoder_input, font_grade, grade_name,
@@ -41,6 +44,8 @@ angle = None  # degrees, or 'all' for the grade curve; may be left out on a one-
 input = ''  # noqa: A001 (the flag is --input) JSON lines of routes to grade; '-' reads stdin
 device = 'cpu'
 batch_size = 512  # routes per forward pass in batch grading
+lights = False  # print the route's Bluetooth LED packets (one route, --frames)
+led_api = 3  # Aurora controller API level: 3, or 2 for older boards
 # -----------------------------------------------------------------------------
 configure(globals())  # its echo goes to stderr: stdout is the grades
 
@@ -55,6 +60,8 @@ if frames and not default_board:
     raise InputError(f"dataset {dataset} has boards {', '.join(grammar.boards)}: say which with --board=NAME")
 if input and input != '-' and not os.path.isfile(input):
     raise InputError(f"no input file {input}")
+if lights and led_api not in (2, 3):
+    raise InputError(f"led_api must be 2 or 3, got {led_api!r}")
 if batch_size < 1:
     raise InputError(f"batch_size must be at least 1, got {batch_size}")
 check_device(device)
@@ -87,6 +94,7 @@ known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, 
 # one route from the command line
 if frames:
     holds, tokens, a = model_input(default_board, frames, angle)
+    packets = route_packets(dict(grammar.board(default_board), led_api=led_api), holds) if lights else []
     model = load_grader(checkpoint or checkpoint_dir(dataset, 'grade'), meta, device)
     if tokens is None:  # the curve: one row per angle of the board
         print(f"{default_board}: {grammar.format(default_board, holds)}")
@@ -105,6 +113,8 @@ if frames:
     if near:
         logged = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
         print(f"nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{logged})")
+    if lights:
+        print(f"lights:\n{hex_lines(packets)}")
     sys.exit(0)
 
 # -----------------------------------------------------------------------------

@@ -4,13 +4,16 @@ A route -> the bytes a climbing board's LED controller takes over Bluetooth LE.
 Two public protocols, facts taken from boardsesh's notes (Apache-2.0; code and wording here are our own):
 - Aurora boards (Kilter, Tension, ...): docs/AURORA_BLUETOOTH_PROTOCOL_SPEC.md, sections cited as A§n.
 - MoonBoard: docs/MOONBOARD_BLUETOOTH_PROTOCOL_SPEC.md, sections cited as M§n.
-Stdlib only and no project imports, so the CLI and the web page can share it.
-Every message is written to the write characteristic in BLE_CHUNK-byte pieces: see ble_writes().
+The CLI (sample.py / grade.py --lights) and the web page (serve.py) share it. Every message is
+written to the write characteristic in BLE_CHUNK-byte pieces: see ble_writes().
 """
 import numbers
 import re
 
-class LightsError(ValueError):
+from routes import InputError
+
+
+class LightsError(InputError):
     """A route this board cannot show; raised instead of sending wrong lights."""
 
 BLE_CHUNK = 20  # bytes per GATT write in both apps (A§9, M§5.4)
@@ -43,18 +46,22 @@ MOONBOARD_ROWS = 18
 MOONBOARD_MARKERS = {'start': 'S', 'middle': 'P', 'finish': 'E'}  # the format has no foot marker (M§5.2)
 MOONBOARD_CLEAR = b'l##'  # empty message: darkens the wall (M§5.5); never sent for a route
 
+
 # -----------------------------------------------------------------------------
 # Aurora
+
 
 def aurora_api_level(device_name):
     """API level from an advertised name like 'Kilter Board#abc123@3'; 2 when it has no '@N'."""
     m = re.search(r'@(\d+)', device_name or '')
     return int(m.group(1)) if m else AURORA_DEFAULT_API
 
+
 def _rgb(rgb_hex):
     if not isinstance(rgb_hex, str) or not re.fullmatch(r'[0-9A-Fa-f]{6}', rgb_hex):
         raise LightsError(f"LED colour {rgb_hex!r} is not 6 hex digits RRGGBB")
     return tuple(int(rgb_hex[i:i + 2], 16) for i in (0, 2, 4))
+
 
 def aurora_color_byte(rgb_hex, api=3, scale=1.0):
     """The colour byte: v3 packs RRRGGGBB; v2 packs RRGGBB00 (low 2 bits are left for the position)."""
@@ -63,6 +70,7 @@ def aurora_color_byte(rgb_hex, api=3, scale=1.0):
         return (r // 32) << 5 | (g // 32) << 2 | b // 64
     r, g, b = (int(v * scale) // 64 for v in (r, g, b))  # v2 dims on the client side (A§10)
     return r << 6 | g << 4 | b << 2
+
 
 def _v2_scale(colors, leds_per_hold):
     """The brightest v2 scale within the board's power budget, as the Aurora app picks it (A§10)."""
@@ -73,11 +81,13 @@ def _v2_scale(colors, leds_per_hold):
             return scale
     return 0.0
 
+
 def aurora_frame(payload):
     """Wrap one payload: SOH, length, checksum (NOT of the byte sum), STX, payload, ETX (A§6)."""
     if len(payload) > MAX_PAYLOAD:
         raise LightsError(f"Aurora payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     return bytes([SOH, len(payload), ~sum(payload) & 0xFF, STX, *payload, ETX])
+
 
 def aurora_frames(leds, api=3, leds_per_hold=2):
     """[(LED position, 'RRGGBB')] -> framed packets, one per frame (A§7, A§8).
@@ -109,6 +119,7 @@ def aurora_frames(leds, api=3, leds_per_hold=2):
         frames.append(aurora_frame(bytes([cmd[kind]]) + b''.join(part)))
     return frames
 
+
 def read_led_map(con, product_size_id, layout_id):
     """From an open Aurora app database (read-only SELECTs): ({placement id: LED position} for this
     size and layout, {placement role id: led_color 'RRGGBB' or None}). An empty map means no LEDs known."""
@@ -122,8 +133,10 @@ def read_led_map(con, product_size_id, layout_id):
         colors = {int(rid): c for rid, c in con.execute("SELECT id, led_color FROM placement_roles")}
     return leds, colors
 
+
 # -----------------------------------------------------------------------------
 # MoonBoard
+
 
 def moonboard_led(hold, rows=MOONBOARD_ROWS):
     """Grid hold 'C5' -> its index on the LED string, which snakes up column A, down B, up C, ... (M§5.3)."""
@@ -132,6 +145,7 @@ def moonboard_led(hold, rows=MOONBOARD_ROWS):
         raise LightsError(f"MoonBoard hold {hold!r} is off the grid (A..K, 1..{rows})")
     col, row = MOONBOARD_COLUMNS.index(m.group(1)), int(m.group(2)) - 1
     return col * rows + (row if col % 2 == 0 else rows - 1 - row)
+
 
 def moonboard_message(holds, rows=MOONBOARD_ROWS):
     """[(hold like 'C5', role)] -> ASCII 'l#S0,P35,E197#' (M§5.1, M§5.2)."""
@@ -144,16 +158,20 @@ def moonboard_message(holds, rows=MOONBOARD_ROWS):
         parts.append(f'{MOONBOARD_MARKERS[role]}{moonboard_led(hold, rows)}')
     return ('l#' + ','.join(parts) + '#').encode('ascii')
 
+
 # -----------------------------------------------------------------------------
 # both boards
+
 
 def chunks(data, size=BLE_CHUNK):
     """Split bytes into pieces of at most `size`, one per GATT write."""
     return [data[i:i + size] for i in range(0, len(data), size)]
 
+
 def ble_writes(packets, size=BLE_CHUNK):
     """The GATT writes for a route: the frames back to back, then cut into chunks (A§8 step 5, A§9)."""
     return chunks(b''.join(packets), size)
+
 
 def route_packets(board, holds):
     """One route on one board -> its frames (Aurora) or its single message (MoonBoard).
@@ -181,6 +199,7 @@ def route_packets(board, holds):
             raise LightsError(f"{title}: no LED colour for role {role!r}")
         out.append((leds[placement], colors[role]))
     return aurora_frames(out, board.get('led_api', 3), board.get('leds_per_hold', 2))
+
 
 def hex_lines(packets):
     """Packets as hex, one frame a line ('01 04 65 02 ...'), for the CLI's --lights."""

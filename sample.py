@@ -4,6 +4,7 @@ Sample new routes from a trained generator.
     python sample.py config/kilter.py --angle=40 --grade=V5 --num_samples=10 --out=out/samples
     python sample.py config/kilter.py --angle=35 --grade=6c+ --prompt=p1131r12p1146r12
     python sample.py config/moonboard.py --grade=7a --prompt='SH:C5,E6' --jsonl
+    python sample.py config/kilter.py --num_samples=1 --lights     # the Bluetooth packets, as hex
 
 Decoding is constrained by the board's grammar (routes.DecodingRules) at every step, so every
 route printed is one the board can display: holds of the board only, none twice, one or two
@@ -15,7 +16,8 @@ is kept; --best_of=1 is plain sampling. A route that is already a known climb of
 not offered (it is drawn again), unless --allow_copies. For each route: its route string, its
 holds by role, the grade model's opinion, and the nearest known climb (Jaccard distance over holds
 with roles; 0 is the same climb); with --out a sheet of all routes drawn on the board; --jsonl
-prints one JSON line per route instead.
+prints one JSON line per route instead. --lights adds the packets that light each route on the
+board (lights.py; one frame a line, as hex; --led_api=2 for older Aurora controllers).
 """
 
 import json
@@ -25,6 +27,7 @@ import torch
 
 from configurator import configure
 from draw import write_sheet
+from lights import hex_lines, route_packets
 from metrics import ClimbIndex
 from model import check_device, checkpoint_dir, grade_checkpoints, load_generator, load_grader, sample_routes
 from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
@@ -49,6 +52,8 @@ top_p = 1.0  # 1.0 = off
 seed = 1337
 out = ''  # a folder: writes <out>/samples.svg, all routes drawn on the board
 jsonl = False
+lights = False  # print each route's Bluetooth LED packets
+led_api = 3  # Aurora controller API level: 3, or 2 for older boards (a device name ending @2 says so)
 device = 'cpu'
 # -----------------------------------------------------------------------------
 configure(globals())
@@ -68,6 +73,11 @@ if angle_used is None and angle is not None and not jsonl:
 
 if not isinstance(best_of, int) or not 1 <= best_of <= 64:
     raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+if lights and spec['format'] == 'aurora' and not spec.get('leds'):
+    raise InputError(f"{spec['title']}: no LED map in {data_root}/{dataset} (its database has none, or it was "
+                     f"prepared by an older prepare.py: run it again), so its routes cannot be lit")
+if lights and led_api not in (2, 3):
+    raise InputError(f"led_api must be 2 or 3, got {led_api!r}")
 
 model = load_generator(os.path.join(out_dir or checkpoint_dir(dataset, 'gen'), checkpoint), meta, device)
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
@@ -93,6 +103,8 @@ for i, r in enumerate(routes):
             record['predicted'] = dict(difficulty=round(r['predicted'], 2), grade=grade_name(r['predicted']))
         record['nearest'] = near and dict(near, distance=round(near['distance'], 3))
         record['known_climb'] = r['copy']
+        if lights:
+            record['lights'] = hex_lines(route_packets(dict(spec, led_api=led_api), r['holds'])).splitlines()
         print(json.dumps(record))
         continue
     angle_text = '?' if r['angle'] is None else f"{r['angle']}°"
@@ -108,6 +120,9 @@ for i, r in enumerate(routes):
         if holds:
             xy = grammar.xy[board]
             print(f"  {role:7}" + ' '.join(f"{p}({xy[p][0]},{xy[p][1]})" for p in holds))
+    if lights:
+        print('  lights' + (f' (API v{led_api})' if spec['format'] == 'aurora' else '') + ':\n    '
+              + hex_lines(route_packets(dict(spec, led_api=led_api), r['holds'])).replace('\n', '\n    '))
 
 if not jsonl:
     guide = f"best of {best_of}, graded by {len(grader.paths)} grade model(s)" if grader is not None and best_of > 1 else 'plain sampling'

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 import torch
 
-from conftest import error_line, make_aurora_db, run
+from conftest import error_line, make_aurora_db, run, shared
 
 TINY_ROUTE = 'p1002r12p1014r13p1021r13p1027r13p1044r14'
 
@@ -88,6 +88,7 @@ def cases():
         (sample + ['--data_root={root}/empty'], 'prepare the data first'),
         (sample + ['{root}/typo.py'], "sets 'max_itres', which no boardgpt script reads (did you mean max_iters?)"),
         (sample + ['--grade'], 'expected --key=value'),
+        (sample + ['--lights', '--led_api=4'], 'led_api must be 2 or 3'),
         (['sample.py', 'config/nope.py'], 'config file config/nope.py not found'),
         # train_gen.py and train_grade.py
         (train_gen + ['--data_root={root}/empty'], 'prepare the data first'),
@@ -164,3 +165,13 @@ def test_bad_json_lines_leave_the_good_ones_graded(bad):
     assert out[0]['angle'] == 40 and 'difficulty' in out[0]
     assert 'not a whole number' in out[1]['error'] and 'not UTF-8' in out[2]['error']
 
+
+
+def test_a_board_without_an_led_map_cannot_be_lit(tmp_path):
+    """The Tension data has no LED map: --lights says so, before any model is loaded."""
+    db = shared('tension.db')
+    run('prepare.py', 'config/tension.py', f'--db={db}', f'--data_root={tmp_path}')
+    frames = sqlite3.connect(f'file:{db}?mode=ro', uri=True).execute('SELECT frames FROM climbs LIMIT 1').fetchone()[0]
+    proc = run('grade.py', 'config/tension.py', f'--data_root={tmp_path}', f'--frames={frames}', '--lights',
+               f'--checkpoint={tmp_path}/none', check=False)
+    assert 'has no LED map' in error_line(proc)
