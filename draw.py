@@ -22,6 +22,8 @@ LABEL_FILL = '#8a8a8a'
 TEXT_FILL = '#222222'
 SUBTEXT_FILL = '#666666'
 PAD = 6  # px around the board inside one drawing
+# proportions of the drawing, in hold pitches (the web page draws with the same ones)
+GEOMETRY = dict(hold=0.14, ring=0.42, stroke=0.11, label=0.45, gutter=0.8, corner=0.3)
 
 
 def _f(v):
@@ -29,7 +31,7 @@ def _f(v):
     return f'{v:.1f}'.rstrip('0').rstrip('.')
 
 
-def _pitch(board):
+def hold_pitch(board):
     """The usual distance between neighbouring holds in a row (Aurora boards 8 units, MoonBoard 1
     column), so hold and ring sizes follow the board's own grid whatever its units."""
     rows = {}
@@ -50,9 +52,9 @@ def _layout(board, size):
     """Scale and sizes of one drawing: the board keeps the aspect ratio of its edges, and a line
     of text is reserved above (title) and below (subtitle) so sheets line up in a grid."""
     left, right, bottom, top = board['edges']
-    pitch = _pitch(board)
+    pitch = hold_pitch(board)
     # the MoonBoard prints its column letters along the top and row numbers down the left side
-    gutter = 0.8 * pitch if board['format'] == 'moonboard' else 0.0
+    gutter = GEOMETRY['gutter'] * pitch if board['format'] == 'moonboard' else 0.0
     scale = size / (right - left + gutter)
     font = max(9.0, size / 20)
     line = font * 1.5
@@ -88,10 +90,10 @@ def board_svg(board, holds, title='', subtitle='', size=240):
     out.append(f'<text class="title" x="{_f(layout["width"] / 2)}" y="{_f(PAD + layout["font"])}" text-anchor="middle" '
                f'font-size="{_f(layout["font"])}" font-weight="bold" fill="{TEXT_FILL}">{escape(str(title))}</text>')
     out.append(f'<rect class="board" x="{_f(ox)}" y="{_f(oy)}" width="{_f(layout["board_w"])}" height="{_f(layout["board_h"])}" '
-               f'rx="{_f(0.3 * layout["pitch"] * scale)}" fill="{BOARD_FILL}"/>')
+               f'rx="{_f(GEOMETRY["corner"] * layout["pitch"] * scale)}" fill="{BOARD_FILL}"/>')
 
     if board['format'] == 'moonboard':  # column letters and row numbers, faint, in the gutter
-        label = _f(0.45 * layout['pitch'] * scale)
+        label = _f(GEOMETRY['label'] * layout['pitch'] * scale)
         columns = sorted({(x, p.rstrip('0123456789')) for p, x, _ in board['holds']})
         rows = sorted({y for _, _, y in board['holds']})
         for x, letter in columns:
@@ -103,8 +105,8 @@ def board_svg(board, holds, title='', subtitle='', size=240):
             out.append(f'<text class="label" x="{_f(ox + 0.5 * gutter * scale)}" y="{_f(cy)}" text-anchor="middle" '
                        f'dominant-baseline="central" font-size="{label}" fill="{LABEL_FILL}">{y}</text>')
 
-    r_hold, r_ring = 0.14 * layout['pitch'] * scale, 0.42 * layout['pitch'] * scale
-    stroke = max(1.5, 0.11 * layout['pitch'] * scale)
+    r_hold, r_ring = GEOMETRY['hold'] * layout['pitch'] * scale, GEOMETRY['ring'] * layout['pitch'] * scale
+    stroke = max(1.5, GEOMETRY['stroke'] * layout['pitch'] * scale)
     # every hold of the board as a faint dot: one path of zero-length round-capped strokes, a few
     # bytes a hold where a <circle> each would make a sheet of Kilter boards megabytes
     dots = ''.join(f'M{_f(cx)} {_f(cy)}h0' for cx, cy in (to_svg(x, y) for _, x, y in board['holds']))

@@ -30,8 +30,8 @@ from configurator import configure
 from lights import hex_lines, route_packets
 from metrics import ClimbIndex
 from model import check_device, checkpoint_dir, grade_curve, grade_routes, load_grader
-from routes import (FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError, encoder_input, font_grade, grade_name,
-                    load_meta, load_split)
+from routes import (FONT, SPLITS, Grammar, InputError, RouteError, encoder_input, grade_name, grade_record, load_meta,
+                    load_split)
 
 # -----------------------------------------------------------------------------
 # config
@@ -75,11 +75,6 @@ def model_input(board_name, route, route_angle):
         return holds, None, math.nan
     holds, a = grammar.route(board_name, route, route_angle)
     return holds, encoder_input(grammar.encode(board_name, a, None, holds)), math.nan if a is None else float(a)
-
-
-def grade_record(difficulty):
-    d = font_grade(difficulty)
-    return dict(difficulty=round(float(difficulty), 2), font=FONT[d], v=V_GRADE[d])
 
 
 def nearest_record(board_name, holds, a):

@@ -133,6 +133,14 @@ def grade_name(difficulty):
     return f'{FONT[d]}/{V_GRADE[d]}'
 
 
+def grade_record(difficulty):
+    """Continuous difficulty -> dict(difficulty, font, v, name) for JSON output; None stays None."""
+    if difficulty is None:
+        return None
+    d = font_grade(difficulty)
+    return dict(difficulty=round(float(difficulty), 2), font=FONT[d], v=V_GRADE[d], name=grade_name(difficulty))
+
+
 # -----------------------------------------------------------------------------
 # vocabulary
 

@@ -34,12 +34,12 @@ import torch
 
 import lights
 from configurator import configure
-from draw import BOARD_FILL, HOLD_FILL, LABEL_FILL, _pitch
+from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex
 from model import (check_device, checkpoint_dir, grade_checkpoints, grade_curve, load_generator, load_grader,
                    sample_routes)
-from routes import (FONT, GRADES, ROLE_COLORS, ROLES, SPLITS, V_GRADE, Grammar, InputError, font_grade, grade_name,
-                    load_meta, load_split, parse_grade)
+from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, grade_record, load_meta, load_split,
+                    parse_grade)
 
 # -----------------------------------------------------------------------------
 # config
@@ -102,7 +102,7 @@ for url, name in (('/', 'index.html'), ('/index.html', 'index.html'), ('/app.js'
 def board_info(b):
     """What the page needs to draw a board and keep to its rules."""
     return dict(name=b['name'], title=b['title'], format=b['format'], holds=[list(h) for h in b['holds']],
-                edges=list(b['edges']), pitch=_pitch(b), angles=b['angles'], angle_known=b['angle_known'],
+                edges=list(b['edges']), pitch=hold_pitch(b), angles=b['angles'], angle_known=b['angle_known'],
                 roles=[r for r in ROLES if r in b['role_codes']],
                 rules={k: b[k] for k in ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds',
                                          'max_holds')},
@@ -112,7 +112,7 @@ def board_info(b):
 BOARD_JSON = dict(
     dataset=dataset, boards=[board_info(b) for b in meta['boards']], roles=list(ROLES), role_colors=ROLE_COLORS,
     grades=[dict(difficulty=d, font=f, v=v) for d, f, v in GRADES],
-    style=dict(board=BOARD_FILL, holds=HOLD_FILL, labels=LABEL_FILL),
+    style=dict(board=BOARD_FILL, holds=HOLD_FILL, labels=LABEL_FILL, geometry=GEOMETRY),
     models=dict(generator=generator is not None, grader=len(grader.paths) if grader is not None else 0),
     missing=missing, limits=dict(count=max_count, best_of=max_best_of, body=max_body),
     defaults=dict(count=default_count, best_of=best_of if grader is not None else 1),
@@ -171,16 +171,9 @@ def need(model, what):
         raise HTTPError(503, missing[what])
 
 
-def grade_info(difficulty):
-    if difficulty is None:
-        return None
-    d = font_grade(difficulty)
-    return dict(difficulty=round(float(difficulty), 2), font=FONT[d], v=V_GRADE[d], name=grade_name(difficulty))
-
-
 def nearest(board, holds, angle):
     near = known.nearest(board, holds, angle) if holds else None
-    return near and dict(near, distance=round(near['distance'], 3), grade=grade_info(near['difficulty']))
+    return near and dict(near, distance=round(near['distance'], 3), grade=grade_record(near['difficulty']))
 
 
 def hold_pairs(board, pairs):
@@ -254,7 +247,7 @@ def sampled(body, prompt_field):
                                       grader, k, known)
     return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, routes=[dict(
         route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],
-        asked=grade_info(r['grade']), predicted=grade_info(r.get('predicted')), copy=r['copy'],
+        asked=grade_record(r['grade']), predicted=grade_record(r.get('predicted')), copy=r['copy'],
         nearest=nearest(board, r['holds'], r['angle'])) for r in routes])
 
 
@@ -272,12 +265,12 @@ def api_grade(body):
     with model_lock:
         curve = grade_curve(grader, grammar, board, holds)
     answer = dict(board=board, route=grammar.format(board, holds), angle=angle,
-                  curve=[dict(angle=a, **grade_info(d)) for a, d, _ in curve], nearest=nearest(board, holds, angle))
+                  curve=[dict(angle=a, **grade_record(d)) for a, d, _ in curve], nearest=nearest(board, holds, angle))
     for a, d, probs in curve:
         if a == angle:  # on a board without angles both are None: its one row
             top = probs.argsort()[::-1][:3]  # the three likeliest grades, as grade.py prints them
-            likely = [dict(grade_info(grader.grade_min + int(i)), p=round(float(probs[i]), 4)) for i in top]
-            answer.update(grade_info(d), likely=likely)
+            likely = [dict(grade_record(grader.grade_min + int(i)), p=round(float(probs[i]), 4)) for i in top]
+            answer.update(grade_record(d), likely=likely)
     return answer
 
 
@@ -291,10 +284,7 @@ def api_lights(body):
     api = lights.aurora_api_level(name) if api is None else api  # the Aurora controller says its level in its name
     if api not in (2, 3):
         raise InputError(f"api must be 2 or 3 (the Aurora LED protocol level), got {api}")
-    try:
-        packets = lights.route_packets(dict(spec, led_api=api), holds)
-    except lights.LightsError as e:
-        raise InputError(str(e)) from None
+    packets = lights.route_packets(dict(spec, led_api=api), holds)  # LightsError is an InputError: a 400
     writes = lights.ble_writes(packets)
     return dict(board=board, api=api if spec['format'] == 'aurora' else None, packets=[p.hex() for p in packets],
                 writes=[w.hex() for w in writes], bytes=sum(map(len, writes)))
@@ -399,8 +389,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
-        if log_requests:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        if log_requests:  # escaped: a request line could carry terminal control characters
+            sys.stderr.write(f"{self.address_string()} {(format % args).encode('unicode_escape').decode()}\n")
 
 
 def _raise(message):

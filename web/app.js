@@ -47,15 +47,15 @@ const fmt = (v) => Math.round(v * 100) / 100;
 // the board drawing, as draw.py draws it: dark board, faint hold dots, open rings by role
 
 function drawBoard(b, holds, big) {
-  const [left, right, bottom, top] = b.edges, p = b.pitch, style = S.info.style;
-  const gutter = b.format === 'moonboard' ? 0.8 * p : 0;  // room for column letters and row numbers
+  const [left, right, bottom, top] = b.edges, p = b.pitch, style = S.info.style, G = style.geometry;
+  const gutter = b.format === 'moonboard' ? G.gutter * p : 0;  // room for column letters and row numbers
   const w = right - left + gutter, h = top - bottom + gutter;
   const X = (x) => fmt(x - left + gutter), Y = (y) => fmt(top - y + gutter);  // y runs up the wall
   const svg = node('svg:svg', {viewBox: `0 0 ${fmt(w)} ${fmt(h)}`, class: big ? 'board-svg' : 'thumb-svg',
     role: 'img', 'aria-label': `${b.title}, ${holds.length} holds`});
-  node('svg:rect', {class: 'board', width: fmt(w), height: fmt(h), rx: fmt(0.3 * p), fill: style.board}, svg);
+  node('svg:rect', {class: 'board', width: fmt(w), height: fmt(h), rx: fmt(G.corner * p), fill: style.board}, svg);
   if (gutter) {
-    const size = fmt(0.45 * p), seen = new Set();
+    const size = fmt(G.label * p), seen = new Set();
     for (const [name, x, y] of b.holds) {
       const col = String(name).replace(/\d+$/, '');
       if (!seen.has(col)) node('svg:text', {x: X(x), y: fmt(0.6 * gutter), 'font-size': size, fill: style.labels,
@@ -66,7 +66,7 @@ function drawBoard(b, holds, big) {
     }
   }
   const d = b.holds.map(([, x, y]) => `M${X(x)} ${Y(y)}h0`).join('');  // one path: zero-length round strokes
-  node('svg:path', {class: 'holds', d, stroke: style.holds, 'stroke-opacity': 0.55, 'stroke-width': fmt(0.28 * p),
+  node('svg:path', {class: 'holds', d, stroke: style.holds, 'stroke-opacity': 0.55, 'stroke-width': fmt(2 * G.hold * p),
     'stroke-linecap': 'round'}, svg);
   if (big) {  // invisible targets, a little larger than a ring, so holds are easy to hit
     for (const [name, x, y] of b.holds) {
@@ -76,8 +76,8 @@ function drawBoard(b, holds, big) {
   const xy = new Map(b.holds.map(([name, x, y]) => [String(name), [x, y]]));
   for (const [name, role] of holds) {
     const [x, y] = xy.get(String(name));
-    node('svg:circle', {class: 'ring', cx: X(x), cy: Y(y), r: fmt(0.42 * p), fill: 'none',
-      stroke: S.info.role_colors[role], 'stroke-width': fmt((big ? 0.11 : 0.2) * p), 'data-role': role,
+    node('svg:circle', {class: 'ring', cx: X(x), cy: Y(y), r: fmt(G.ring * p), fill: 'none',
+      stroke: S.info.role_colors[role], 'stroke-width': fmt((big ? G.stroke : 2 * G.stroke) * p), 'data-role': role,
       'data-hold': name, 'pointer-events': 'none'}, svg);
   }
   return svg;
