@@ -477,26 +477,34 @@ def load_grader(path, meta, device='cpu'):
 # batched use of trained models
 
 @torch.no_grad()
-def grade_routes(model, inputs, angles, batch_size=512):
+def grade_routes(model, inputs, angles, batch_size=128):
     """Grade many routes at once. inputs: token lists, <board> <angle> holds (routes.encoder_input);
     angles: degrees, NaN or None where unknown. -> dict of numpy arrays: difficulty (N,), the
     predicted median; probs (N, n_grades) over grades grade_min..; embedding (N, C), the pooled
-    vector (what Fréchet distances compare). The model is left in the mode it was in."""
+    vector (what Fréchet distances compare). Routes are batched by length, so that little
+    padding is computed. The model is left in the mode it was in."""
     angles = torch.tensor([math.nan if a is None else float(a) for a in angles], dtype=torch.float32)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    order = np.argsort([len(x) for x in inputs], kind='stable')
     out = dict(difficulty=[], probs=[], embedding=[])
     for i in range(0, len(inputs), batch_size):
-        x = torch.from_numpy(pad(inputs[i:i + batch_size])).to(device)
-        pooled = model.embed(x, angles[i:i + batch_size].to(device))
+        chunk = order[i:i + batch_size]
+        x = torch.from_numpy(pad([inputs[j] for j in chunk])).to(device)
+        pooled = model.embed(x, angles[chunk].to(device))
         probs = model.log_probs(pooled).exp()
         for key, value in (('difficulty', model.median(probs)), ('probs', probs), ('embedding', pooled)):
             out[key].append(value.float().cpu().numpy())
     model.train(was_training)
     if not out['difficulty']:
         return dict(difficulty=np.zeros(0), probs=np.zeros((0, model.n_grades)), embedding=np.zeros((0, 0)))
-    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+    result = {}
+    for key, parts in out.items():
+        values = np.concatenate(parts).astype(np.float64)
+        result[key] = np.empty_like(values)
+        result[key][order] = values  # back to the order the routes came in
+    return result
 
 
 @torch.no_grad()

@@ -113,7 +113,7 @@ for i, r in enumerate(routes):
           + (' (a known climb: every candidate was one)' if r['copy'] else ''))
     print(f"  {text}")
     if near:
-        at = f", {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
+        at = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
         print(f"  nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{at})")
     for role in ROLES:
         holds = [p for p, rr in r['holds'] if rr == role]
