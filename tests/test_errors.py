@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -146,11 +147,22 @@ def test_the_table_covers_every_script_and_is_long():
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize('args, message', CASES, ids=[f'{a[0]} {" ".join(a[2:])[-60:]}' for a, _ in CASES])
-def test_bad_input_is_one_error_line(bad, tmp_path, args, message):
-    out = tmp_path / 'out'
-    values = dict(root=bad['root'], data=bad['data'], out=str(out), many_hands=bad['many_hands'])
-    proc = run(*[a.format(**values) for a in args], check=False)
+@pytest.fixture(scope='module')
+def runs(bad, tmp_path_factory):
+    """Every case run once, four at a time (each is mostly a Python start-up): case -> (process,
+    its output folder)."""
+    def one(i):
+        out = tmp_path_factory.mktemp(f'case{i}') / 'out'
+        values = dict(root=bad['root'], data=bad['data'], out=str(out), many_hands=bad['many_hands'])
+        return run(*[a.format(**values) for a in CASES[i][0]], check=False), out
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(range(len(CASES)), pool.map(one, range(len(CASES)))))
+
+
+@pytest.mark.parametrize('case', range(len(CASES)), ids=[f'{a[0]} {" ".join(a[2:])[-60:]}' for a, _ in CASES])
+def test_bad_input_is_one_error_line(runs, case):
+    message = CASES[case][1]
+    proc, out = runs[case]
     assert proc.returncode != 0
     line = error_line(proc)  # exactly one line, `error: ...`, and no traceback
     assert message in line, line
