@@ -37,8 +37,8 @@ import metrics
 from configurator import configure
 from draw import board_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
-from model import (check_device, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes, load_checkpoint, load_generator,
-                   load_grader, route_nll, sample_routes)
+from model import (check_device, check_sampling, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes,
+                   load_generator, load_grader, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, font_grade, grade_name, load_meta, load_split, select, v_number)
 
@@ -61,8 +61,9 @@ device = 'cpu'
 sheet_per_grade = 4  # routes drawn per requested grade
 # -----------------------------------------------------------------------------
 configure(globals())
-if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0 or not 1 <= best_of <= 64:
-    raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0, best_of 1..64")
+if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
+    raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
+check_sampling(temperature, top_k, top_p, best_of)
 check_device(device)
 t_start = time.time()
 
@@ -87,7 +88,7 @@ for split, rows in data.items():
 boards = [b['name'] for b in meta['boards']]
 board_specs = {b['name']: b for b in meta['boards']}
 gpt = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
-gen_iteration = load_checkpoint(os.path.join(gen_dir, 'best.pt'))['iter_num']
+gen_iteration = gpt.iteration
 log(f"generator: {gen_dir}/best.pt, iteration {gen_iteration}, {gpt.num_params() / 1e6:.2f}M parameters")
 grader = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None
 judge = load_grader(judge_dir, meta, device) if grade_checkpoints(judge_dir) else grader
@@ -213,8 +214,7 @@ if grader is not None:
     test = rows['test']
     predictions = dict(model=grade_routes(grader, test['inputs'], test['angle'])['difficulty'])
     if len(grader.paths) > 1:  # an ensemble: its first member alone, to show what the ensemble adds
-        single = load_grader(grader.paths[0], meta, device)
-        predictions['single'] = grade_routes(single, test['inputs'], test['angle'])['difficulty']
+        predictions['single'] = grade_routes(grader.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_features(test['inputs'], test['angle'], token_role))
     report['grade'] = metrics.grade_metrics_by_board(test, predictions)
     for b, entry in report['grade'].items():

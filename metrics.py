@@ -306,7 +306,6 @@ class ClimbIndex:
     at every angle it was logged at."""
 
     def __init__(self, grammar, rows):
-        self.grammar = grammar
         self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty})
         for split in rows:
             names = split.get('name', [None] * len(split['tokens']))
@@ -319,6 +318,8 @@ class ClimbIndex:
                     climb['grades'][None if np.isnan(angle) else int(angle)] = float(difficulty)
         self.keys = list(self.climbs)
         self.sizes = np.array([len(holds) for _, holds in self.keys])
+        boards = np.array([b for b, _ in self.keys], dtype=object)
+        self.on_board = {b: boards == b for b in grammar.boards}  # built once: queries are a hot path
         self.postings = defaultdict(list)  # (board, placement, role) -> climb indices
         for i, (board, holds) in enumerate(self.keys):
             for placement, role in holds:
@@ -337,8 +338,7 @@ class ClimbIndex:
         holds = set(holds)
         lists = [self.postings[(board, p, r)] for p, r in holds if (board, p, r) in self.postings]
         shared = np.bincount(np.concatenate(lists), minlength=len(self.keys)) if lists else np.zeros(len(self.keys))
-        on_board = np.array([b == board for b, _ in self.keys]) if len(self.grammar.boards) > 1 else True
-        distance = np.where(on_board, 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
+        distance = np.where(self.on_board[board], 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
         if not len(distance) or not np.isfinite(distance.min()):
             return None
         i = int(distance.argmin())  # ties: the first climb indexed

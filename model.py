@@ -380,7 +380,9 @@ def load_generator(path, meta, device='cpu'):
         model = build_generator(args)
     except TypeError as e:
         raise InputError(f"{path} is not a route generator checkpoint ({e})") from None
-    return _state(model, ckpt, path).to(device).eval()
+    model = _state(model, ckpt, path).to(device).eval()
+    model.iteration = ckpt.get('iter_num')  # how far it was trained, for reports
+    return model
 
 
 def encoder_tables(meta):
@@ -523,14 +525,17 @@ def route_nll(model, sequences, batch_size=256):
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def check_sampling(temperature, top_k, top_p):
-    """Sampling settings generate() can use, or a one-line error."""
+def check_sampling(temperature, top_k, top_p, best_of=1):
+    """Sampling settings sample_routes() can use, or a one-line error (scripts call it before
+    loading a model, so a mistake costs nothing)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
         raise InputError(f"temperature must be a number >= 0 (0: always the likeliest hold), got {temperature!r}")
     if not (isinstance(top_k, int) and top_k >= 0):
         raise InputError(f"top_k must be a whole number >= 0 (0: off), got {top_k!r}")
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise InputError(f"top_p must be in (0, 1] (1: off), got {top_p!r}")
+    if not (isinstance(best_of, int) and 1 <= best_of <= 64):
+        raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
@@ -547,9 +552,7 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     left, drawn again, up to max_rounds times; after that the copy is kept with copy=True.
     -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
     predicted (the grader's difficulty) where graded; stats counts candidates drawn and copies."""
-    check_sampling(temperature, top_k, top_p)
-    if not isinstance(best_of, int) or best_of < 1 or best_of > 64:
-        raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+    check_sampling(temperature, top_k, top_p, best_of)
     if best_of > 1 and grader is None:
         raise InputError("best_of > 1 needs a grade model to choose with")
     required = required or [[] for _ in prompts]

@@ -315,7 +315,7 @@ class Grammar:
                 raise RouteError(f"unknown placement {self._placement_name(b, p)}: not a hold of {b['title']}", 'hold not on the board')
             if r not in b['role_codes']:
                 raise RouteError(f"role {r} is not a role of {b['title']}", 'role not on the board')
-        count = {r: sum(1 for _, role in holds if role == r) for r in ROLES}
+        count = _role_counts(holds)
         for role in ('start', 'finish'):
             lo, hi = b[f'min_{role}'], b[f'max_{role}']
             if not lo <= count[role] <= hi:
@@ -329,7 +329,7 @@ class Grammar:
         """Raise RouteError unless the holds (a partial route) can still be completed into a route
         the board allows: not too many start or finish holds, and room left for what is missing."""
         b = self.board(board_name)
-        count = {r: sum(1 for _, role in holds if role == r) for r in ROLES}
+        count = _role_counts(holds)
         for role in ('start', 'finish'):
             if count[role] > b[f'max_{role}']:
                 raise RouteError(f"the prompt has {count[role]} {role} holds; {b['title']} routes have "
@@ -405,6 +405,10 @@ class Grammar:
             last_rank = self.meta['hold_rank'][t]
             holds.append((self.meta['hold_placement'][t], self.meta['hold_role'][t]))
         return dict(board=board, angle=self.token_angle[tokens[1]], grade=self.token_grade[tokens[2]], holds=holds)
+
+
+def _role_counts(holds):
+    return {r: sum(1 for _, role in holds if role == r) for r in ROLES}
 
 
 def _angle_list(angles):
@@ -538,7 +542,7 @@ class DecodingRules:
         self.min_start, self.max_start = rule('min_start')[bi], rule('max_start')[bi]
         self.min_finish, self.max_finish = rule('min_finish')[bi], rule('max_finish')[bi]
         self.min_holds, self.max_holds = rule('min_holds')[bi], rule('max_holds')[bi]
-        required = [[grammar.hold_token[(b, p, r)] for p, r in grammar.canonical(b, holds)] for b, holds in rows]
+        required = [grammar.hold_tokens(b, holds) for b, holds in rows]
         R = max([len(r) for r in required] + [1])
         self.required = long([r + [-1] * (R - len(r)) for r in required])
         self.req_len = long([len(r) for r in required])

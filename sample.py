@@ -29,7 +29,8 @@ from configurator import configure
 from draw import write_sheet
 from lights import hex_lines, route_packets
 from metrics import ClimbIndex
-from model import check_device, checkpoint_dir, grade_checkpoints, load_generator, load_grader, sample_routes
+from model import (check_device, check_sampling, checkpoint_dir, grade_checkpoints, load_generator, load_grader,
+                   sample_routes)
 from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
 
 # -----------------------------------------------------------------------------
@@ -71,8 +72,7 @@ check_device(device)
 if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
 
-if not isinstance(best_of, int) or not 1 <= best_of <= 64:
-    raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+check_sampling(temperature, top_k, top_p, best_of)
 if lights and spec['format'] == 'aurora' and not spec.get('leds'):
     raise InputError(f"{spec['title']}: no LED map in {data_root}/{dataset} (its database has none, or it was "
                      f"prepared by an older prepare.py: run it again), so its routes cannot be lit")

@@ -157,9 +157,9 @@ if int(os.environ.get('RANK', 0)) == 0:
     coef, l2, val_mae = ridge_baseline(splits['train'], splits['val'], token_role, splits['train']['weight'].numpy())
     print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
     test = splits['test']
-    predictions = dict(model=grade_routes(load_grader(out_dir, meta, device), test['inputs'], test['angle'])['difficulty'])
+    best = load_grader(out_dir, meta, device)
+    predictions = dict(model=grade_routes(best, test['inputs'], test['angle'])['difficulty'])
     if ensemble > 1:
-        single = load_grader(os.path.join(folders[0], 'best.pt'), meta, device)
-        predictions['member0'] = grade_routes(single, test['inputs'], test['angle'])['difficulty']
+        predictions['member0'] = grade_routes(best.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role))
     print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))
