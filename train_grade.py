@@ -76,6 +76,8 @@ configure(globals())
 config = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
 config['out_dir'] = out_dir = out_dir or checkpoint_dir(dataset, 'grade')
 config['lr_decay_iters'] = lr_decay_iters = lr_decay_iters or max_iters
+if not 1 <= ensemble <= 16:
+    raise InputError(f"ensemble must be 1..16 models, got {ensemble}")
 
 # data: every graded route of a split as one padded row, built once, so a batch is a gather
 folder = os.path.join(data_root, dataset)
@@ -138,8 +140,6 @@ def evaluate(model):
 
 model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                          dropout=dropout, bias=bias)
-if not 1 <= ensemble <= 16:
-    raise InputError(f"ensemble must be 1..16 models, got {ensemble}")
 folders = [out_dir] if ensemble == 1 else [os.path.join(out_dir, f'member{k}') for k in range(ensemble)]
 t0 = time.time()
 for k, folder in enumerate(folders):
