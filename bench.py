@@ -169,15 +169,30 @@ if grade_checkpoints(grade_dir):
     grader = load_grader(grade_dir, meta, device)
     known = ClimbIndex(grammar, [load_split(os.path.join(tmp, dataset), meta, s) for s in SPLITS])
 
+    drawn = []
+
     def guided(n):
         for i in range(0, n, sample_batch // best_of):
             b = min(sample_batch // best_of, n - i)
             generator = torch.Generator(device=device).manual_seed(seed + i)
-            sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator, grader=grader,
-                          best_of=best_of, known=known)
+            routes, stats = sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator,
+                                          grader=grader, best_of=best_of, known=known)
+            drawn.append((stats['drawn'], np.mean([len(r['tokens']) for r in routes])))
     t = timed(lambda: guided(guided_routes), 1)
     rows.append((f'sampling, guided best of {best_of}', guided_routes / t, 'routes/s',
                  f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
+    def forward_flops(model, T):  # a route of T tokens: 2 FLOPs per matmul weight a token, plus attention
+        weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        return T * (2 * weights + 4 * model.config.n_layer * model.config.n_embd * T)
+
+    # how close to the machine's limit that is: every candidate's tokens through the generator, and
+    # through each grade model (its input has no grade token and no <end>)
+    candidates, length = sum(d for d, _ in drawn), float(np.mean([n for _, n in drawn]))
+    flops = forward_flops(gpt, length) + sum(forward_flops(m, length - 2) for m in getattr(grader, 'members', [grader]))
+    rows.append(('guided sampling, work per route', candidates / guided_routes * flops / 1e6, 'MFLOP',
+                 f'{candidates / guided_routes:.1f} candidates a route, generated and graded'))
+    rows.append(('guided sampling, share of peak', 100 * candidates / t * flops / peak['float32'], '%',
+                 'those FLOPs at the rate measured, against the fp32 matmul peak'))
 
 # -----------------------------------------------------------------------------
 # serve.py under load: 8 clients at once over HTTP, half generate (guided) and half grade requests

@@ -122,7 +122,7 @@ sample_stats = {}
 def sampler(guided):
     """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
     def sample(prompts, generator):
-        out, stats, step = [], dict(drawn=0, copies=0), max(1, sample_batch // (best_of if guided else 1))
+        out, stats, step = [], dict(drawn=0, copies=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
                                                generator, *((grader, best_of, known) if guided else ()))
@@ -261,7 +261,9 @@ html.append('<h2>Generated routes</h2>' + html_table(
 if 'gpt, guided' in generation:
     g = generation['gpt, guided']
     html.append(f"<p>Guided sampling drew {g['drawn']:,} candidates for {num_samples:,} routes; {g['copies']:,} of them "
-                f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped.</p>")
+                f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped; "
+                f"{g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
+                f"or none that was not a known climb).</p>")
 shape_rows, shape_keys = [], ('top', 'height_span', 'width_span')
 for b in boards:
     for name, g in generation.items():

@@ -539,7 +539,7 @@ def check_sampling(temperature, top_k, top_p, best_of=1):
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                  grader=None, best_of=1, known=None, max_rounds=4):
+                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0):
     """Routes for prompts (board, angle, grade), one each: angle None where the board's data has no
     angles, grade an integer difficulty or None. required: per prompt, holds [(placement, role)]
     the route must contain (a partial route to complete), or None. Every route is decoded under its
@@ -547,22 +547,35 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
 
     Guided (grader given, best_of K > 1): K candidates per prompt are drawn in one batch, graded,
     and the one the grader puts closest to the asked grade is kept (ties: the first drawn; with no
-    grade asked: the first drawn). known (anything with contains(board, holds), e.g.
-    metrics.ClimbIndex): candidates that are known climbs are dropped and, where a prompt has none
-    left, drawn again, up to max_rounds times; after that the copy is kept with copy=True.
+    grade asked: the first drawn). A prompt whose closest candidate is still more than tolerance
+    (difficulty units, one Font grade) from the asked grade gets K more, up to max_rounds rounds
+    in all: rare grades need more tries, common ones never pay for them. known (anything with
+    contains(board, holds), e.g. metrics.ClimbIndex): candidates that are known climbs are
+    dropped and, where a prompt has none left, drawn again, also up to max_rounds rounds; after
+    that the copy is kept with copy=True.
     -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
-    predicted (the grader's difficulty) where graded; stats counts candidates drawn and copies."""
+    predicted (the grader's difficulty) where graded; stats counts candidates drawn, copies
+    (candidates dropped as known climbs) and redrawn (prompts given another round)."""
     check_sampling(temperature, top_k, top_p, best_of)
     if best_of > 1 and grader is None:
         raise InputError("best_of > 1 needs a grade model to choose with")
     required = required or [[] for _ in prompts]
     for (board, _, _), holds in zip(prompts, required):
         grammar.check_prompt(board, holds)
+    guided = grader is not None
     candidates = [[] for _ in prompts]
     fallback = [None] * len(prompts)
-    pending, stats = list(range(len(prompts))), dict(drawn=0, copies=0)
-    for _ in range(max_rounds):
+    pending, stats = list(range(len(prompts))), dict(drawn=0, copies=0, redrawn=0)
+
+    def off(i):  # how far prompt i's closest candidate is from its asked grade
+        grade = prompts[i][2]
+        return 0.0 if grade is None else min(abs(r['predicted'] - grade) for r in candidates[i])
+
+    for round in range(max_rounds):
+        if round:
+            stats['redrawn'] += len(pending)
         rows = [i for i in pending for _ in range(best_of)]
+        fresh = []
         for i, route in zip(rows, _draw(model, grammar, [prompts[i] for i in rows], [required[i] for i in rows],
                                         temperature, top_k, top_p, generator)):
             stats['drawn'] += 1
@@ -570,19 +583,23 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
                 stats['copies'] += 1
                 fallback[i] = fallback[i] or dict(route, copy=True)
             else:
-                candidates[i].append(dict(route, copy=False))
-        pending = [i for i in pending if not candidates[i]]
+                fresh.append(dict(route, copy=False))
+                candidates[i].append(fresh[-1])
+        if guided and fresh:
+            predicted = grade_routes(grader, [encoder_input(r['tokens']) for r in fresh],
+                                     [r['angle'] for r in fresh])['difficulty']
+            for r, d in zip(fresh, predicted):
+                r['predicted'] = float(d)
+        pending = [i for i in pending if not candidates[i] or (guided and best_of > 1 and off(i) > tolerance)]
         if not pending:
             break
-    for i in pending:
-        candidates[i] = [fallback[i]]
-    if grader is None:
+    for i, c in enumerate(candidates):
+        if not c:
+            c.append(fallback[i])
+            if guided:
+                c[0]['predicted'] = float(grade_routes(grader, [encoder_input(c[0]['tokens'])], [c[0]['angle']])['difficulty'][0])
+    if not guided:
         return [c[0] for c in candidates], stats
-    flat = [r for c in candidates for r in c]
-    predicted = grade_routes(grader, [encoder_input(r['tokens']) for r in flat],
-                             [r['angle'] for r in flat])['difficulty']
-    for r, d in zip(flat, predicted):
-        r['predicted'] = float(d)
     chosen = []
     for (_, _, grade), c in zip(prompts, candidates):
         chosen.append(c[0] if grade is None else min(c, key=lambda r: abs(r['predicted'] - grade)))  # min: first of ties

@@ -518,27 +518,38 @@ class DecodingRules:
         meta, V = grammar.meta, grammar.vocab_size
         board_index = {name: i for i, name in enumerate(grammar.boards)}
         places = {}
-        tok_board, tok_role, tok_rank, tok_place = ([-1] * V for _ in range(4))
+        tok_board, tok_rank, tok_place = ([-1] * V for _ in range(3))
+        tok_role = [len(ROLES)] * V  # not a hold: a role column of its own, never allowed
         for t, k in enumerate(meta['kind']):
             if k == 'hold':
                 b, p = meta['hold_board'][t], meta['hold_placement'][t]
                 tok_board[t], tok_role[t], tok_rank[t] = board_index[b], ROLES.index(meta['hold_role'][t]), meta['hold_rank'][t]
                 tok_place[t] = places.setdefault((b, p), len(places))
-        P = len(places)
         def long(values):
             return torch.tensor(values, dtype=torch.long, device=device)
-        self.tok_board, self.tok_role, self.tok_rank = long(tok_board), long(tok_role), long(tok_rank)
-        self.tok_place = long([P if p < 0 else p for p in tok_place])  # non-holds map to a slot never used
-        self.is_hold = self.tok_board >= 0
+        self.tok_role, self.tok_rank, self.tok_place = long(tok_role), long(tok_rank), long(tok_place)
+        board = long(tok_board)
+        is_hold = board >= 0
+        # a placement's tokens (one per role), padded with V, a column that only absorbs writes
+        same_place = [[] for _ in range(len(places) + 1)]
+        for t, p in enumerate(tok_place):
+            if p >= 0:
+                same_place[p].append(t)
+        width = max(len(ts) for ts in same_place)
+        self.place_tokens = long([ts + [V] * (width - len(ts)) for ts in same_place])
         # after[t, r]: tokens of t's board and role r ranked above t, for the dead-end check
-        same_board = self.tok_board[:, None] == self.tok_board[None, :]
-        above = (self.tok_rank[None, :] > self.tok_rank[:, None]) & same_board & self.is_hold[None, :]
-        self.after = torch.stack([(above & (self.tok_role[None, :] == r)).sum(1) for r in range(len(ROLES))], 1)
+        after = np.zeros((V, len(ROLES)), dtype=np.int64)
+        ranks, boards, roles = np.array(tok_rank), np.array(tok_board), np.array(tok_role)
+        for b in range(len(board_index)):
+            on_board = boards == b
+            for r in range(len(ROLES)):
+                group = np.sort(ranks[on_board & (roles == r)])
+                after[on_board, r] = len(group) - np.searchsorted(group, ranks[on_board], side='right')
+        self.after = torch.from_numpy(after).to(device)
         rules = [grammar.boards[name] for name in grammar.boards]
         rule = lambda key: long([b[key] for b in rules])  # noqa: E731
         B = len(rows)
-        self.row_board = long([board_index[b] for b, _ in rows])
-        bi = self.row_board
+        bi = long([board_index[b] for b, _ in rows])
         self.min_start, self.max_start = rule('min_start')[bi], rule('max_start')[bi]
         self.min_finish, self.max_finish = rule('min_finish')[bi], rule('max_finish')[bi]
         self.min_holds, self.max_holds = rule('min_holds')[bi], rule('max_holds')[bi]
@@ -548,21 +559,24 @@ class DecodingRules:
         self.req_len = long([len(r) for r in required])
         self.req_ptr = torch.zeros(B, dtype=torch.long, device=device)
         self.req_left = torch.zeros(B, len(ROLES), dtype=torch.long, device=device)  # required, not yet emitted
+        # blocked[b, t]: t may never come in row b: not a hold of the row's board, its placement
+        # already used, or its placement kept for a prompt's hold in another role. Rows only ever
+        # block more, so update() keeps it as tokens arrive and mask() reads it whole.
+        self.blocked = torch.ones(B, V + 1, dtype=torch.bool, device=device)
+        self.blocked[:, :V] = ~(is_hold[None, :] & (board[None, :] == bi[:, None]))
         for i, r in enumerate(required):
             for t in r:
                 self.req_left[i, tok_role[t]] += 1
-        self.last_rank = torch.full((B,), -1, dtype=torch.long, device=device)
-        self.used = torch.zeros(B, P + 1, dtype=torch.bool, device=device)
-        self.reserved = torch.zeros(B, P + 1, dtype=torch.bool, device=device)  # a prompt's placements, kept for their role
-        for i, r in enumerate(required):
+                self.blocked[i, self.place_tokens[tok_place[t]]] = True
             for t in r:
-                self.reserved[i, tok_place[t]] = True
+                self.blocked[i, t] = False
+        self.last_rank = torch.full((B,), -1, dtype=torch.long, device=device)
         self.count = torch.zeros(B, len(ROLES), dtype=torch.long, device=device)
         self.done = torch.zeros(B, dtype=torch.bool, device=device)
         self.V = V
 
-    ROW_STATE = ('row_board', 'min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds',
-                 'required', 'req_len', 'req_ptr', 'req_left', 'last_rank', 'used', 'reserved', 'count', 'done')
+    ROW_STATE = ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds',
+                 'required', 'req_len', 'req_ptr', 'req_left', 'last_rank', 'blocked', 'count', 'done')
 
     def keep(self, rows):
         """Go on with only these rows of the batch (a bool mask or indices), e.g. the unfinished."""
@@ -575,35 +589,47 @@ class DecodingRules:
         return self.torch.where(has, tok, self.torch.full_like(tok, -1))
 
     def mask(self):
+        """(B, V) bool: the tokens each row may take next. The rules per role are worked out on a
+        (B, roles) table and spread over the vocabulary once, as this runs at every step."""
         torch = self.torch
         START, MIDDLE, FINISH, FOOT = range(len(ROLES))
+        B = len(self.done)
         s, f = self.count[:, START], self.count[:, FINISH]
         n = self.count.sum(1)
-        role = self.tok_role[None, :]
         next_req = self._next_required()
-        next_req_rank = torch.where(next_req >= 0, self.tok_rank[next_req.clamp(min=0)], torch.full_like(next_req, 1 << 30))
-        is_next_req = torch.arange(self.V, device=next_req.device)[None, :] == next_req[:, None]
-        ok = self.is_hold[None, :] & (self.tok_board[None, :] == self.row_board[:, None])
-        ok &= (self.tok_rank[None, :] > self.last_rank[:, None]) & (self.tok_rank[None, :] <= next_req_rank[:, None])
-        place = self.tok_place[None, :].expand(len(n), -1)
-        ok &= ~self.used.gather(1, place) & (~self.reserved.gather(1, place) | is_next_req)
-        # room for starts and finishes beyond the required ones still to come
-        ok &= ~((role == START) & (s + self.req_left[:, START] >= self.max_start)[:, None] & ~is_next_req)
-        ok &= ~((role == FINISH) & (f + self.req_left[:, FINISH] >= self.max_finish)[:, None] & ~is_next_req)
-        ok &= ~((s < self.min_start)[:, None] & (role != START))  # starts rank first: no start yet, nothing else
-        ok &= ~((f < self.min_finish)[:, None] & (role == FOOT))  # feet rank after finishes
-        # the hold budget: when only the holds the route still needs fit, only those may come
+        has_req = next_req >= 0
+        next_req_rank = torch.where(has_req, self.tok_rank[next_req.clamp(min=0)], torch.full_like(next_req, 1 << 30))
+        # hard per-role rules, that a prompt's next hold obeys too: starts rank first (no start
+        # yet, nothing else), feet rank after finishes
+        hard = torch.ones(B, len(ROLES) + 1, dtype=torch.bool, device=s.device)
+        hard[:, len(ROLES)] = False
+        hard[:, MIDDLE:] &= ~(s < self.min_start)[:, None]
+        hard[:, FOOT] &= f >= self.min_finish
+        # room for starts and finishes beyond the required ones still to come, and the hold
+        # budget: when only the holds the route still needs fit, only those may come. A prompt's
+        # next hold is exempt from both (it is one of the holds still needed).
+        soft = hard.clone()
+        soft[:, START] &= s + self.req_left[:, START] < self.max_start
+        soft[:, FINISH] &= f + self.req_left[:, FINISH] < self.max_finish
         need_s = torch.maximum(self.min_start - s, self.req_left[:, START]).clamp(min=0)
         need_f = torch.maximum(self.min_finish - f, self.req_left[:, FINISH]).clamp(min=0)
-        need = need_s + need_f + self.req_left[:, MIDDLE] + self.req_left[:, FOOT]
-        tight = n + need >= self.max_holds
-        reduces = is_next_req | ((role == START) & (self.min_start - s > self.req_left[:, START])[:, None]) \
-            | ((role == FINISH) & (self.min_finish - f > self.req_left[:, FINISH])[:, None])
-        ok &= ~(tight[:, None] & ~reduces)
+        tight = n + need_s + need_f + self.req_left[:, MIDDLE] + self.req_left[:, FOOT] >= self.max_holds
+        soft[:, START] &= ~tight | (self.min_start - s > self.req_left[:, START])
+        soft[:, FINISH] &= ~tight | (self.min_finish - f > self.req_left[:, FINISH])
+        soft[:, MIDDLE] &= ~tight
+        soft[:, FOOT] &= ~tight
+        rank = self.tok_rank[None, :]
+        ok = (rank > self.last_rank[:, None]) & (rank <= next_req_rank[:, None]) & ~self.blocked[:, :self.V]
+        rows = has_req.nonzero().squeeze(1)
+        req = next_req[rows]
+        req_ok = ok[rows, req] & hard[rows, self.tok_role[req]]
+        ok &= soft.gather(1, self.tok_role[None, :].expand(B, -1))
+        ok[rows, req] = req_ok
         # no dead ends: a route short of min_holds must have holds left above its last one. Only
         # rows still short need the check (the first few steps), so only they pay for it.
         short = ((n + 1) < self.min_holds).nonzero().squeeze(1)
         if len(short):
+            role = self.tok_role[None, :]
             def room_after(left, r):  # how many more holds of role r each token leaves room for
                 return torch.minimum((left[short, None] - (role == r).long()).clamp(min=0), self.after[None, :, r])
             capacity = self.after[:, MIDDLE] + self.after[:, FOOT] + room_after(self.max_start - s, START) \
@@ -619,11 +645,11 @@ class DecodingRules:
 
     def update(self, tokens):
         tokens = tokens.view(-1)
-        hold = self.is_hold[tokens] & ~self.done
+        hold = (self.tok_role[tokens] < len(ROLES)) & ~self.done
         rows = hold.nonzero().squeeze(1)
         t = tokens[rows]
         self.last_rank[rows] = self.tok_rank[t]
-        self.used[rows, self.tok_place[t]] = True
+        self.blocked[rows[:, None], self.place_tokens[self.tok_place[t]]] = True
         self.count[rows, self.tok_role[t]] += 1
         hit = rows[t == self._next_required()[rows]]
         self.req_left[hit, self.tok_role[tokens[hit]]] -= 1

@@ -127,7 +127,9 @@ for i, r in enumerate(routes):
 if not jsonl:
     guide = f"best of {best_of}, graded by {len(grader.paths)} grade model(s)" if grader is not None and best_of > 1 else 'plain sampling'
     print(f"{guide}; {stats['drawn']} candidates drawn, {stats['copies']} of them known climbs"
-          + (' (dropped)' if not allow_copies else ''))
+          + (' (dropped)' if not allow_copies else '')
+          + (f"; {stats['redrawn']} time(s) a route was drawn again (no candidate near the asked grade, "
+             f"or only known climbs)" if stats['redrawn'] else ''))
 if out:
     path = os.path.join(out, 'samples.svg')
     sheet = [dict(holds=r['holds'], title=f"#{i + 1} {grade_name(r['grade'])}",

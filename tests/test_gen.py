@@ -149,6 +149,24 @@ def test_rules_alone_with_uniform_choices(tiny):
         g.validate('tiny', r['holds'])
 
 
+def test_rules_allow_every_real_route(tiny, tmp_path):
+    """The other half of the rules: they forbid nothing a real route does. Every route of the
+    data, fed token by token with a random part of itself as the prompt, is allowed at every step."""
+    rng = random.Random(1)
+    for g, folder in prepared_grammars(tiny, tmp_path):
+        board = g.meta['boards'][0]['name']
+        routes = [g.decode(r) for r in train_routes(g.meta, folder)[:300]]
+        prompts = [rng.sample(r['holds'], rng.randint(0, min(3, len(r['holds'])))) for r in routes]
+        rules = DecodingRules(g, [(board, p) for p in prompts])
+        seqs = [g.hold_tokens(board, r['holds']) + [END] for r in routes]
+        for step in range(max(len(s) for s in seqs)):
+            allowed = rules.mask()
+            nxt = torch.tensor([s[step] if step < len(s) else END for s in seqs])
+            assert allowed[torch.arange(len(seqs)), nxt].all(), f'step {step}: a real route was forbidden'
+            rules.update(nxt[:, None])
+        assert rules.done.all()
+
+
 def train_routes(meta, folder):
     data = np.fromfile(os.path.join(folder, 'train.bin'), dtype=np.uint16).tolist()
     o = meta['splits']['train']['offset']

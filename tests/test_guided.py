@@ -50,8 +50,8 @@ def test_guided_sampling_keeps_the_candidate_nearest_the_asked_grade(tiny_data):
     prompt = grammar.parse('tiny', 'p1002r12p1044r14')
     prompts = [('tiny', 40, g) for g in (14, 17, 20, 25)]
     routes, stats = sample_routes(gpt, grammar, prompts, [prompt] * 4, generator=torch.Generator().manual_seed(3),
-                                  grader=grader, best_of=K)
-    assert stats == dict(drawn=4 * K, copies=0)
+                                  grader=grader, best_of=K, tolerance=float('inf'))  # one round: no redraws
+    assert stats == dict(drawn=4 * K, copies=0, redrawn=0)
     # the same generator state draws the same candidates: the chosen one must be nearest the asked grade
     candidates = _draw(gpt, grammar, [p for p in prompts for _ in range(K)], [prompt] * 4 * K, 1.0, 0, 1.0,
                        torch.Generator().manual_seed(3))
@@ -65,6 +65,25 @@ def test_guided_sampling_keeps_the_candidate_nearest_the_asked_grade(tiny_data):
     spread = [abs(r['predicted'] - p[2]) for r, p in zip(routes, prompts)]
     plain, _ = sample_routes(gpt, grammar, prompts, [prompt] * 4, generator=torch.Generator().manual_seed(3))
     assert sum(spread) <= sum(abs(10 + len(r['holds']) - p[2]) for r, p in zip(plain, prompts))
+
+
+def test_routes_far_from_the_asked_grade_are_drawn_again(tiny_data):
+    """A prompt whose candidates all miss the asked grade by more than the tolerance gets another
+    round (only that prompt: one without a grade never does), and the route kept is the nearest
+    over every round."""
+    meta, grammar, _ = tiny_data
+    gpt, grader, K = random_gpt(grammar), HoldCountGrader(), 4
+    prompts = [('tiny', 40, None), ('tiny', 40, 33)]  # 33 would need 23 holds: never within 0.5
+    routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(5), grader=grader,
+                                  best_of=K, max_rounds=3, tolerance=0.5)
+    assert stats == dict(drawn=4 * K, copies=0, redrawn=2)
+    generator = torch.Generator().manual_seed(5)  # the same draws, round by round
+    first = _draw(gpt, grammar, [p for p in prompts for _ in range(K)], [[]] * 2 * K, 1.0, 0, 1.0, generator)
+    hard = first[K:] + [c for _ in range(2) for c in _draw(gpt, grammar, [prompts[1]] * K, [[]] * K, 1.0, 0, 1.0,
+                                                             generator)]
+    assert routes[0]['holds'] == first[0]['holds']  # no grade asked: the first drawn
+    assert routes[1]['holds'] == max(hard, key=lambda c: len(c['holds']))['holds']  # nearest 33: the most holds
+    assert routes[1]['predicted'] == 10 + len(routes[1]['holds'])
 
 
 def test_known_climbs_are_not_offered(tiny_data):
@@ -82,7 +101,7 @@ def test_known_climbs_are_not_offered(tiny_data):
     assert all(r['holds'] != known or r['copy'] for r in routes)
     routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(0),
                                   known=EverythingKnown(), max_rounds=2)
-    assert stats == dict(drawn=6, copies=6) and all(r['copy'] for r in routes)
+    assert stats == dict(drawn=6, copies=6, redrawn=3) and all(r['copy'] for r in routes)
 
 
 def test_ensemble_averages_its_members(tiny_data):
