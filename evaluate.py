@@ -152,14 +152,15 @@ def graded(rs):
         r['predicted'], r['embedding'] = d, e
 
 
-train_sets = defaultdict(list)
-for r in routes['train']:
-    train_sets[r['board']].append(frozenset(r['holds']))
+novelty = ClimbIndex(grammar, [data['train']])  # copies and the nearest route are of the training split
 real = defaultdict(list)
 for r in routes['test']:
     real[r['board']].append(r)
 graded(routes['test'])
 
+# the judge's reach: the highest V grade it gives any real test route of the board. A prompt more
+# than two V above it cannot be judged within two V, whatever route answers it.
+judge_ceiling = {b: int(v_number(max(r['predicted'] for r in real[b]))) for b in boards if real[b] and judge}
 generation, decoded_by_sampler = {}, {}
 for name, seqs in samples.items():
     decoded = []
@@ -179,8 +180,9 @@ for name, seqs in samples.items():
             continue
         sets = [frozenset(r['holds']) for r in mine]
         real_sets = [frozenset(r['holds']) for r in real[b]]
-        m = dict(samples=len(mine), distinct=metrics.distinct_rate(sets), copies=metrics.copy_rate(sets, train_sets[b]),
-                 nearest_jaccard=float(np.mean(metrics.nearest_jaccard(sets, train_sets[b]))),
+        m = dict(samples=len(mine), distinct=metrics.distinct_rate(sets),
+                 copies=float(np.mean([novelty.contains(b, s) for s in sets])),
+                 nearest_jaccard=float(np.mean([novelty.nearest(b, s)['distance'] for s in sets])),
                  js_hold_usage=metrics.js_divergence(metrics.hold_usage(sets), metrics.hold_usage(real_sets)),
                  js_role_counts=metrics.js_divergence(metrics.role_counts(sets), metrics.role_counts(real_sets)),
                  js_hold_counts=metrics.js_divergence(metrics.hold_counts(sets), metrics.hold_counts(real_sets)),
@@ -192,6 +194,10 @@ for name, seqs in samples.items():
             dv = np.abs(v_number([r['predicted'] for r in judged]) - v_number([r['grade'] for r in judged]))
             m.update(grade_mae=float(np.abs(err).mean()), grade_exact_v=float((dv == 0).mean()),
                      grade_within1_v=float((dv <= 1).mean()), grade_within2_v=float((dv <= 2).mean()))
+            if b in judge_ceiling:
+                beyond = v_number([r['grade'] for r in judged]) > judge_ceiling[b] + 2
+                m.update(judge_ceiling_v=judge_ceiling[b], beyond_judge=int(beyond.sum()),
+                         grade_within2_v_in_reach=float((dv[~beyond] <= 2).mean()) if (~beyond).any() else None)
             with_emb = [r for r in real[b] if 'embedding' in r]
             if len(with_emb) > 2:
                 m['frechet_embedding'] = metrics.frechet_distance(np.stack([r['embedding'] for r in judged]),
@@ -264,6 +270,13 @@ if 'gpt, guided' in generation:
                 f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped; "
                 f"{g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
                 f"or none that was not a known climb).</p>")
+beyond_judge = '; '.join(
+    f"{name}, {b}: {m['beyond_judge']:,} prompts ask for more than two V above V{m['judge_ceiling_v']}, the highest grade "
+    f"the judge gives any real test route; within 2 V on the other prompts {pct(m['grade_within2_v_in_reach'])}"
+    for name, g in generation.items() for b, m in g['boards'].items() if m.get('beyond_judge'))
+if beyond_judge:
+    html.append(f'<p>{escape(beyond_judge)}.</p>')
+    beyond_judge += '.'
 shape_rows, shape_keys = [], ('top', 'height_span', 'width_span')
 for b in boards:
     for name, g in generation.items():
@@ -334,6 +347,8 @@ if 'grade' in report:
                     m = entry[name][part]
                     lines.append(f"| {name}, {label} | {b} | {m['n']:,} | {m['mae']:.2f} | {pct(m['v_exact'])} "
                                  f"| {pct(m['v_within1'])} | {pct(m['font_exact'])} | {pct(m['font_within1'])} |")
+if beyond_judge:
+    lines += ['', beyond_judge]
 headline = '\n'.join(lines) + '\n'
 write_text(os.path.join(report_dir, 'headline.md'), headline)
 print(headline, end='')

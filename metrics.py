@@ -34,29 +34,6 @@ def jaccard_distance(a, b):
     return 1.0 - len(a & b) / union if union else 0.0
 
 
-def nearest_jaccard(routes, reference):
-    """For each route, the Jaccard distance to its nearest reference route (one matrix product
-    over hold-and-role indicator vectors, not a Python double loop)."""
-    items = {h: i for i, h in enumerate(sorted({h for r in list(routes) + list(reference) for h in r}, key=str))}
-
-    def indicator(rs):
-        m = np.zeros((len(rs), len(items)), dtype=np.float32)
-        for i, r in enumerate(rs):
-            m[i, [items[h] for h in r]] = 1.0
-        return m
-    a, b = indicator(routes), indicator(reference)
-    inter = a @ b.T
-    union = a.sum(1, keepdims=True) + b.sum(1)[None, :] - inter
-    sim = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return 1.0 - sim.max(1)
-
-
-def copy_rate(routes, reference):
-    """Share of routes that are exactly a reference route."""
-    ref = set(reference)
-    return sum(r in ref for r in routes) / len(routes) if routes else float('nan')
-
-
 def js_divergence(p, q):
     """Jensen-Shannon divergence (base 2, so 0..1) of two histograms given as Counters or dicts:
     0 for identical distributions, 1 for ones with disjoint support."""

@@ -38,6 +38,12 @@ def test_report_end_to_end(tiny, tmp_path):
     guided = report['generation']['gpt, guided']
     assert guided['valid'] == 1.0 and guided['boards']['tiny']['copies'] == 0  # known climbs are never offered
     assert guided['drawn'] >= 8 * 60 and 0 <= guided['copies'] <= guided['drawn']
+    assert guided['drawn'] == 8 * (60 + guided['redrawn'])  # a route drawn again is drawn best_of times again
+    # the judge's reach: prompts far above the highest grade it gives a real route are counted apart
+    m = guided['boards']['tiny']
+    assert 0 <= m['judge_ceiling_v'] <= 16 and 0 <= m['beyond_judge'] <= 60
+    if m['beyond_judge']:
+        assert 'the highest grade the judge gives any real test route' in headline
     assert 'not independent' in headline  # no judge trained here: the report says the guide judged itself
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
     assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
