@@ -567,13 +567,18 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     fallback = [None] * len(prompts)
     pending, stats = list(range(len(prompts))), dict(drawn=0, copies=0, redrawn=0)
 
-    def off(i):  # how far prompt i's closest candidate is from its asked grade
-        grade = prompts[i][2]
-        return 0.0 if grade is None else min(abs(r['predicted'] - grade) for r in candidates[i])
+    def grade(routes):  # the grader's difficulty of each route, kept on it
+        if guided and routes:
+            inputs, angles = [encoder_input(r['tokens']) for r in routes], [r['angle'] for r in routes]
+            for r, d in zip(routes, grade_routes(grader, inputs, angles)['difficulty']):
+                r['predicted'] = float(d)
 
-    for round in range(max_rounds):
-        if round:
-            stats['redrawn'] += len(pending)
+    def off(i):  # how far prompt i's closest candidate is from its asked grade
+        asked = prompts[i][2]
+        return 0.0 if asked is None else min(abs(r['predicted'] - asked) for r in candidates[i])
+
+    for attempt in range(max_rounds):
+        stats['redrawn'] += len(pending) if attempt else 0
         rows = [i for i in pending for _ in range(best_of)]
         fresh = []
         for i, route in zip(rows, _draw(model, grammar, [prompts[i] for i in rows], [required[i] for i in rows],
@@ -585,19 +590,14 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
             else:
                 fresh.append(dict(route, copy=False))
                 candidates[i].append(fresh[-1])
-        if guided and fresh:
-            predicted = grade_routes(grader, [encoder_input(r['tokens']) for r in fresh],
-                                     [r['angle'] for r in fresh])['difficulty']
-            for r, d in zip(fresh, predicted):
-                r['predicted'] = float(d)
+        grade(fresh)
         pending = [i for i in pending if not candidates[i] or (guided and best_of > 1 and off(i) > tolerance)]
         if not pending:
             break
-    for i, c in enumerate(candidates):
-        if not c:
-            c.append(fallback[i])
-            if guided:
-                c[0]['predicted'] = float(grade_routes(grader, [encoder_input(c[0]['tokens'])], [c[0]['angle']])['difficulty'][0])
+    copies = [i for i, c in enumerate(candidates) if not c]  # every candidate was a known climb: keep one, marked
+    for i in copies:
+        candidates[i].append(fallback[i])
+    grade([fallback[i] for i in copies])
     if not guided:
         return [c[0] for c in candidates], stats
     chosen = []
