@@ -3,7 +3,7 @@ Train the grade predictor, a bidirectional transformer encoder from a route's ho
 its continuous difficulty, with the training loop train_gen.py uses (trainer.py).
 
     python train_grade.py config/kilter.py
-    python train_grade.py config/kilter.py --ensemble=3        # three seeds, graded together
+    python train_grade.py config/kilter.py --ensemble=5        # five seeds, graded together
     python train_grade.py config/kilter.py --seed=2 --out_dir=out/kilter/judge
     python train_grade.py config/kilter.py --init_from=resume --max_iters=8000
 
