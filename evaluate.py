@@ -50,6 +50,7 @@ gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade (one model or an ensemble): grades the test split, guides sampling
 judge_dir = ''  # default out/<dataset>/judge: a grade model kept apart to judge the samples
 best_of = 8  # guided sampling: candidates per route
+tolerance = 1.0  # guided sampling: a route whose candidates all miss the asked grade by more is drawn again
 report_dir = ''  # default out/<dataset>/report
 num_samples = 1000
 sample_batch = 500
@@ -63,7 +64,7 @@ sheet_per_grade = 4  # routes drawn per requested grade
 configure(globals())
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
     raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
-check_sampling(temperature, top_k, top_p, best_of)
+check_sampling(temperature, top_k, top_p, best_of, tolerance)
 check_device(device)
 t_start = time.time()
 
@@ -125,7 +126,7 @@ def sampler(guided):
         out, stats, step = [], dict(drawn=0, copies=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
-                                               generator, *((grader, best_of, known) if guided else ()))
+                                               generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance)
             out += [r['tokens'] for r in chunk]
             stats = {k: stats[k] + chunk_stats[k] for k in stats}
         sample_stats['gpt, guided' if guided else 'gpt'] = stats

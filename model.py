@@ -525,7 +525,7 @@ def route_nll(model, sequences, batch_size=256):
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def check_sampling(temperature, top_k, top_p, best_of=1):
+def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0):
     """Sampling settings sample_routes() can use, or a one-line error (scripts call it before
     loading a model, so a mistake costs nothing)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
@@ -536,6 +536,8 @@ def check_sampling(temperature, top_k, top_p, best_of=1):
         raise InputError(f"top_p must be in (0, 1] (1: off), got {top_p!r}")
     if not (isinstance(best_of, int) and 1 <= best_of <= 64):
         raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise InputError(f"tolerance must be a number of grades >= 0 (a large one: never draw again), got {tolerance!r}")
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
@@ -556,7 +558,7 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
     predicted (the grader's difficulty) where graded; stats counts candidates drawn, copies
     (candidates dropped as known climbs) and redrawn (prompts given another round)."""
-    check_sampling(temperature, top_k, top_p, best_of)
+    check_sampling(temperature, top_k, top_p, best_of, tolerance)
     if best_of > 1 and grader is None:
         raise InputError("best_of > 1 needs a grade model to choose with")
     required = required or [[] for _ in prompts]

@@ -41,6 +41,7 @@ out_dir = ''  # the generator's checkpoints; default out/<dataset>/gen
 checkpoint = 'best.pt'
 grade_dir = ''  # the grade model (or ensemble) that guides; default out/<dataset>/grade
 best_of = 8  # candidates per route, the one graded closest to the asked grade kept; 1: plain sampling
+tolerance = 1.0  # grades: a route whose candidates all miss the asked grade by more is drawn again
 allow_copies = False  # offer routes that are known climbs of the dataset
 board = ''  # default: the dataset's first board
 angle = 40  # degrees; ignored (unknown) on boards whose data has no angles
@@ -72,7 +73,7 @@ check_device(device)
 if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
 
-check_sampling(temperature, top_k, top_p, best_of)
+check_sampling(temperature, top_k, top_p, best_of, tolerance)
 if lights and spec['format'] == 'aurora' and not spec.get('leds'):
     raise InputError(f"{spec['title']}: no LED map in {data_root}/{dataset} (its database has none, or it was "
                      f"prepared by an older prepare.py: run it again), so its routes cannot be lit")
@@ -88,7 +89,8 @@ known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, 
 prompts = [(board, angle_used, grades[i % len(grades)]) for i in range(num_samples)]  # V5: 6c and 6c+
 generator = torch.Generator(device=device).manual_seed(seed)
 routes, stats = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator,
-                              grader, best_of if grader is not None else 1, None if allow_copies else known)
+                              grader, best_of if grader is not None else 1, None if allow_copies else known,
+                              tolerance=tolerance)
 
 for i, r in enumerate(routes):
     text = grammar.format(board, r['holds'])

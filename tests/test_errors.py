@@ -74,6 +74,7 @@ def cases():
         (sample + ['--device=cuda'], 'no CUDA GPU') if not torch.cuda.is_available() else None,
         (sample + ['--num_samples=0'], 'num_samples must be 1..100000'),
         (sample + ['--best_of=0'], 'best_of must be a whole number 1..64'),
+        (sample + ['--tolerance=-1'], 'tolerance must be a number of grades >= 0'),
         (sample + ['--grade=V20'], 'out of range'),
         (sample + ['--grade=hard'], "unknown grade 'hard'"),
         (sample + ['--angle=42'], 'angle 42 is impossible'),
@@ -132,6 +133,7 @@ def cases():
         # evaluate.py and bench.py
         (evaluate + ['--gen_dir={root}/empty'], 'no checkpoint at'),
         (evaluate + ['--num_samples=0'], 'num_samples and sample_batch must be at least 1'),
+        (evaluate + ['--tolerance=-0.5'], 'tolerance must be a number of grades >= 0'),
         (evaluate + ['--device=gpu'], "unknown device 'gpu'"),
         (['bench.py', '--device=gpu'], "unknown device 'gpu'"),
         (['bench.py', '--config=config/nope.py'], 'config file config/nope.py not found'),
