@@ -575,9 +575,12 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
             for r, d in zip(routes, grade_routes(grader, inputs, angles)['difficulty']):
                 r['predicted'] = float(d)
 
-    def off(i):  # how far prompt i's closest candidate is from its asked grade
+    def closest(i):  # prompt i's candidate nearest its asked grade (min: the first of ties), and how far
         asked = prompts[i][2]
-        return 0.0 if asked is None else min(abs(r['predicted'] - asked) for r in candidates[i])
+        if asked is None:
+            return candidates[i][0], 0.0
+        best = min(candidates[i], key=lambda r: abs(r['predicted'] - asked))
+        return best, abs(best['predicted'] - asked)
 
     for attempt in range(max_rounds):
         stats['redrawn'] += len(pending) if attempt else 0
@@ -593,7 +596,7 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
                 fresh.append(dict(route, copy=False))
                 candidates[i].append(fresh[-1])
         grade(fresh)
-        pending = [i for i in pending if not candidates[i] or (guided and best_of > 1 and off(i) > tolerance)]
+        pending = [i for i in pending if not candidates[i] or (guided and best_of > 1 and closest(i)[1] > tolerance)]
         if not pending:
             break
     copies = [i for i, c in enumerate(candidates) if not c]  # every candidate was a known climb: keep one, marked
@@ -602,10 +605,7 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     grade([fallback[i] for i in copies])
     if not guided:
         return [c[0] for c in candidates], stats
-    chosen = []
-    for (_, _, grade), c in zip(prompts, candidates):
-        chosen.append(c[0] if grade is None else min(c, key=lambda r: abs(r['predicted'] - grade)))  # min: first of ties
-    return chosen, stats
+    return [closest(i)[0] for i in range(len(prompts))], stats
 
 
 def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator):
