@@ -3,6 +3,7 @@ One report on both models, in numbers and pictures.
 
     python evaluate.py config/kilter.py
     python evaluate.py config/moonboard.py --num_samples=500
+    python evaluate.py config/kilter.py --size='8 x 12'     # for one wall: out/kilter/report-size8/
 
 Writes out/<dataset>/report/report.json and report.html (self-contained: inline SVG, no network):
 - the grade model on the test split, beside a ridge baseline on hold-and-angle features (if a
@@ -20,6 +21,10 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
 - a sheet of generated routes drawn on the board, grouped by requested grade (and sheet_<board>.svg,
   one route per requested grade, to put in a README);
 - headline.md: the key figures as a markdown table, also printed.
+With --size and/or --sets (a wall of --board, default the first) the prompts are drawn like the
+real test routes that fit the wall, routes are generated on the wall, realism is measured against
+those real routes, and the val loss of the val routes that fit it is given with and without the
+wall's mask; the report goes to out/<dataset>/report-<wall>/.
 It reads as load -> measure -> write.
 """
 
@@ -40,7 +45,7 @@ from metrics import ClimbIndex
 from model import (check_device, check_sampling, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes,
                    load_generator, load_grader, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
-                    encoder_input, font_grade, grade_name, load_meta, load_split, select, v_number)
+                    encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
 
 # -----------------------------------------------------------------------------
 # config
@@ -60,6 +65,9 @@ top_p = 1.0
 seed = 1337
 device = 'cpu'
 sheet_per_grade = 4  # routes drawn per requested grade
+board = ''  # the board of the wall below; default: the dataset's first
+size = ''  # evaluate on a wall: a size of the board, by id or name; default: the whole board
+sets = ''  # and the hold sets on it, by id or name; default: all
 # -----------------------------------------------------------------------------
 configure(globals())
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
@@ -81,11 +89,15 @@ grammar = Grammar(meta)
 gen_dir = gen_dir or checkpoint_dir(dataset, 'gen')
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
 judge_dir = judge_dir or checkpoint_dir(dataset, 'judge')
-report_dir = report_dir or checkpoint_dir(dataset, 'report')
+wall = grammar.wall(board or meta['boards'][0]['name'], size, sets) if size or sets else None
+report_dir = report_dir or checkpoint_dir(dataset, 'report' + (f'-{wall.slug}' if wall else ''))
 data = {s: load_split(folder, meta, s) for s in SPLITS}
-routes = {}  # split -> decoded routes with their tokens and labels
+routes = {}  # split -> decoded routes with their tokens and labels, and whether they fit the wall
 for split, rows in data.items():
-    routes[split] = [dict(grammar.decode(t), tokens=t, difficulty=d) for t, d in zip(rows['tokens'], rows['difficulty'])]
+    fit = fits_wall(rows, wall) | (rows['board'] != wall.board) if wall else np.ones(len(rows['tokens']), dtype=bool)
+    routes[split] = [dict(grammar.decode(t), tokens=t, difficulty=d, fits=f)
+                     for t, d, f in zip(rows['tokens'], rows['difficulty'], fit)]
+walls = {b['name']: wall if wall and wall.board == b['name'] else None for b in meta['boards']}
 boards = [b['name'] for b in meta['boards']]
 board_specs = {b['name']: b for b in meta['boards']}
 gpt = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
@@ -112,9 +124,21 @@ report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.path
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
 log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
     f"{report['generator']['val_loss_per_route']:.2f} per route ({len(val_nll):,} routes)")
+if wall:  # the val routes that fit the wall, scored as drawn (whole board) and under the wall's mask
+    report['wall'] = wall.describe()
+    mine = [r['tokens'] for r in routes['val'] if r['fits'] and r['board'] == wall.board]
+    plain, masked = route_nll(gpt, mine), route_nll(gpt, mine, blocked=grammar.off_wall(wall))
+    report['wall'].update(val_routes=len(mine), val_loss_per_route=float(plain.mean()),
+                          val_loss_per_route_masked=float(masked.mean()))
+    log(f"wall {wall.title}: {len(mine):,} val routes fit it; val loss per route {plain.mean():.2f} on the whole "
+        f"board, {masked.mean():.2f} under the wall's mask")
 
 # measure: samples for prompts drawn like the real test routes, their (board, angle, grade) with replacement
-prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(routes['test']) for _ in range(num_samples))]
+real_test = [r for r in routes['test'] if r['fits']]
+if not real_test:
+    raise InputError(f"no test route fits the wall {wall.title}: nothing to draw prompts from or compare with")
+prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(real_test) for _ in range(num_samples))]
+prompt_walls = [walls[p[0]] for p in prompts]
 
 
 sample_stats = {}
@@ -122,11 +146,12 @@ sample_stats = {}
 
 def sampler(guided):
     """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
-    def sample(prompts, generator):
+    def sample(prompts, generator, walls):
         out, stats, step = [], dict(drawn=0, copies=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
-                                               generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance)
+                                               generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance,
+                                               walls=walls[i:i + step])
             out += [r['tokens'] for r in chunk]
             stats = {k: stats[k] + chunk_stats[k] for k in stats}
         sample_stats['gpt, guided' if guided else 'gpt'] = stats
@@ -140,7 +165,7 @@ samplers = [('gpt', sampler(False))] + ([('gpt, guided', sampler(True))] if grad
 samples = {}
 for name, sample in samplers:
     t0 = time.time()
-    samples[name] = sample(prompts, torch.Generator().manual_seed(seed))
+    samples[name] = sample(prompts, torch.Generator().manual_seed(seed), prompt_walls)
     log(f"sampled {len(prompts):,} routes from the {name} in {time.time() - t0:.1f}s")
 
 
@@ -154,8 +179,8 @@ def graded(rs):
 
 
 novelty = ClimbIndex(grammar, [data['train']])  # copies and the nearest route are of the training split
-real = defaultdict(list)
-for r in routes['test']:
+real = defaultdict(list)  # the real test routes that fit the wall
+for r in real_test:
     real[r['board']].append(r)
 graded(routes['test'])
 
@@ -181,7 +206,8 @@ for name, seqs in samples.items():
             continue
         sets = [frozenset(r['holds']) for r in mine]
         real_sets = [frozenset(r['holds']) for r in real[b]]
-        m = dict(samples=len(mine), distinct=metrics.distinct_rate(sets),
+        m = dict(samples=len(mine), distinct=metrics.distinct_rate(sets), real_routes=len(real_sets),
+                 on_wall=float(np.mean([all(p in walls[b].placements for p, _ in s) for s in sets])) if walls[b] else 1.0,
                  copies=float(np.mean([novelty.contains(b, s) for s in sets])),
                  nearest_jaccard=float(np.mean([novelty.nearest(b, s)['distance'] for s in sets])),
                  js_hold_usage=metrics.js_divergence(metrics.hold_usage(sets), metrics.hold_usage(real_sets)),
@@ -211,7 +237,8 @@ for name, seqs in samples.items():
 report['generation'] = generation
 
 # measure: the grade model on the test split, beside the ridge baseline fitted on the same train split
-if grader is not None:
+# (the same on every wall: left out of a wall's report)
+if grader is not None and wall is None:
     rows = {s: select(d, ~np.isnan(d['difficulty'])) for s, d in data.items()}
     for r in rows.values():
         r['inputs'] = [encoder_input(t) for t in r['tokens']]
@@ -252,7 +279,13 @@ def num(x, digits=3):
 
 judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
     ' (also the guiding model: not independent)' if judge is grader else ', a model that did not guide')
-html = [f'<h1>boardgpt report: {escape(dataset)}</h1>',
+views = {b: walls[b].view() if walls[b] else board_specs[b] for b in boards}  # a wall is drawn with its holds only
+on_wall = '' if wall is None else (
+    f"On the wall {wall.title} ({len(wall.placements)} holds): prompts and realism from the {len(real_test):,} real "
+    f"test routes that fit it; its {report['wall']['val_routes']:,} val routes score "
+    f"{report['wall']['val_loss_per_route']:.2f} per route on the whole board, "
+    f"{report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask.")
+html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
         f"{num_samples:,} prompts drawn like the real test routes; guided sampling keeps the best of {best_of} "
@@ -320,16 +353,16 @@ for (b, g) in sorted(by_grade, key=lambda k: (k[0], -1 if k[1] is None else k[1]
     cells = []
     for i, r in enumerate(by_grade[(b, g)]):
         subtitle = f"{'?' if r['angle'] is None else r['angle']}°, {len(r['holds'])} holds"
-        cells.append(board_svg(board_specs[b], r['holds'], title=grade_name(g), subtitle=subtitle, size=160))
+        cells.append(board_svg(views[b], r['holds'], title=grade_name(g), subtitle=subtitle, size=160))
         if i == 0:
             sheets[b].append(dict(holds=r['holds'], title=grade_name(g), subtitle=subtitle))
     html.append(f'<div class="row"><h3>{escape(b)} {escape(grade_name(g))}</h3>' + ''.join(cells) + '</div>')
 for b, sheet in sheets.items():
-    write_sheet(os.path.join(report_dir, f'sheet_{b}.svg'), board_specs[b], sheet, columns=6)
+    write_sheet(os.path.join(report_dir, f'sheet_{b}.svg'), views[b], sheet, columns=6)
 write_text(os.path.join(report_dir, 'report.html'), html_page('boardgpt report', html))
 
 # headline.md: the report's key figures as markdown tables (printed too)
-lines = [f'Grade consistency judged by {judged_by}.', '',
+lines = ([on_wall, ''] if wall else []) + [f'Grade consistency judged by {judged_by}.', '',
          '| sampler | board | valid | distinct | copies | nearest Jaccard | grade MAE | within 1 V | within 2 V '
          '| JS holds | JS hold count | Fréchet |', '|' + '---|' * 12]
 for name, g in generation.items():

@@ -6,6 +6,7 @@ Grade routes with a trained grade model.
     python grade.py config/moonboard.py --frames='SH:C5,E6/IH:E8/FH:D18'
     python grade.py config/kilter.py --input=routes.jsonl > grades.jsonl
     python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40 --lights
+    python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40 --size=8   # on an 8 x 12
 
 One route prints its predicted difficulty with its Font and V grade, the three likeliest grades,
 and the nearest known climb of the dataset (Jaccard distance over holds with roles; 0 is the same
@@ -16,7 +17,9 @@ out on a one-board dataset, "angle" on a one-angle board; "angle": "all", or --a
 without one, gives the curve), and writes one JSON line per input line: the prediction, or
 {"line": n, "error": ...}; a bad line does not stop the others, and the exit status is 1 if any
 line failed. A bad route on the command line stops with one line, `error: ...`. --lights prints
-the Bluetooth packets that light the route on the board (one frame a line, as hex).
+the Bluetooth packets that light the route on the board (one frame a line, as hex). --size and
+--sets name your wall (of the default board): a route with a hold it lacks is refused, the
+nearest known climb is one that fits it, and the lights use its size's LEDs.
 
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
 """
@@ -39,6 +42,8 @@ dataset = 'kilter'
 data_root = 'data'
 checkpoint = ''  # a grade checkpoint, or a folder of them (an ensemble); default out/<dataset>/grade
 board = ''  # default: the dataset's only board
+size = ''  # your wall: a size of the board, by id or name; default: the configured size
+sets = ''  # the hold sets on your wall, by id or name; default: all
 frames = ''  # one route: Aurora frames (p1145r12p1160r13...) or MoonBoard SH:C5,E6/IH:E8/FH:D18
 angle = None  # degrees, or 'all' for the grade curve; may be left out on a one-angle board (MoonBoard)
 input = ''  # noqa: A001 (the flag is --input) JSON lines of routes to grade; '-' reads stdin
@@ -54,8 +59,11 @@ grammar = Grammar(meta)
 default_board = board or (meta['boards'][0]['name'] if len(meta['boards']) == 1 else '')
 if bool(frames) == bool(input):
     raise InputError('give one route with --frames=... (and --angle=...), or a JSON lines file with --input=PATH')
+walls = {}  # board -> the climber's wall, for the default board
 if default_board:
-    grammar.board(default_board)  # an unknown --board fails here, once
+    walls[default_board] = grammar.wall(default_board, size, sets)  # an unknown --board, size or set fails here, once
+elif size or sets:
+    raise InputError("--size and --sets describe a wall of one board: say which with --board=NAME")
 if frames and not default_board:
     raise InputError(f"dataset {dataset} has boards {', '.join(grammar.boards)}: say which with --board=NAME")
 if input and input != '-' and not os.path.isfile(input):
@@ -71,14 +79,14 @@ def model_input(board_name, route, route_angle):
     """A user's route -> (holds, grade model input tokens or None for the curve, angle in degrees
     or NaN). Raises RouteError."""
     if route_angle == 'all':
-        holds, _ = grammar.route(board_name, route, grammar.board(board_name)['angles'][0])
+        holds, _ = grammar.route(board_name, route, grammar.board(board_name)['angles'][0], wall=walls.get(board_name))
         return holds, None, math.nan
-    holds, a = grammar.route(board_name, route, route_angle)
+    holds, a = grammar.route(board_name, route, route_angle, wall=walls.get(board_name))
     return holds, encoder_input(grammar.encode(board_name, a, None, holds)), math.nan if a is None else float(a)
 
 
 def nearest_record(board_name, holds, a):
-    near = known.nearest(board_name, holds, None if math.isnan(a) else int(a))
+    near = known.nearest(board_name, holds, None if math.isnan(a) else int(a), walls.get(board_name))
     return near and dict(near, distance=round(near['distance'], 3))
 
 
@@ -89,7 +97,7 @@ known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, 
 # one route from the command line
 if frames:
     holds, tokens, a = model_input(default_board, frames, angle)
-    packets = route_packets(dict(grammar.board(default_board), led_api=led_api), holds) if lights else []
+    packets = route_packets(walls[default_board].lighting(led_api), holds) if lights else []
     model = load_grader(checkpoint or checkpoint_dir(dataset, 'grade'), meta, device)
     if tokens is None:  # the curve: one row per angle of the board
         print(f"{default_board}: {grammar.format(default_board, holds)}")

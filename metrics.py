@@ -248,12 +248,13 @@ class FrequencyBaseline:
         return np.clip(hazard, 1e-6, 1 - 1e-6)
 
     @torch.no_grad()
-    def sample(self, prompts, generator):
-        """prompts: [(board, angle, grade)] -> token sequences, one per prompt."""
+    def sample(self, prompts, generator, walls=None):
+        """prompts: [(board, angle, grade)] -> token sequences, one per prompt; walls as for
+        DecodingRules."""
         max_len = max(b['max_holds'] for b in self.grammar.meta['boards'])
         logp = torch.tensor(np.stack([self.log_probs(*p) for p in prompts]), dtype=torch.float32)
         hazard = torch.tensor(np.stack([self.stop_hazard(p[0], p[2], max_len) for p in prompts]), dtype=torch.float32)
-        rules = DecodingRules(self.grammar, [(p[0], []) for p in prompts])
+        rules = DecodingRules(self.grammar, [(p[0], []) for p in prompts], walls=walls)
         seqs = [self.grammar.prefix(*p) for p in prompts]
         for _ in range(max_len + 1):
             n = rules.count.sum(1).clamp(max=hazard.size(1) - 1)
@@ -279,18 +280,19 @@ class ClimbIndex:
     """The climbs of a prepared dataset, searchable by hold set: exact matches (copies) and the
     nearest climb by Jaccard distance over holds with roles, through an inverted index (hold ->
     climbs), so a query costs the length of its holds' posting lists, not a pass over every climb.
-    rows: load_split() dicts (any splits); each climb is one hold set with its id, name and grade
-    at every angle it was logged at."""
+    rows: load_split() dicts (any splits); each climb is one hold set with its id, name, grade at
+    every angle it was logged at, and the sizes it fits and hold sets it uses (for nearest on a wall)."""
 
     def __init__(self, grammar, rows):
         self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty})
         for split in rows:
             names = split.get('name', [None] * len(split['tokens']))
-            for tokens, climb_id, name, angle, difficulty in zip(split['tokens'], split['climb_id'], names,
-                                                                 split['angle'], split['difficulty']):
+            for tokens, climb_id, name, angle, difficulty, sizes, sets in zip(
+                    split['tokens'], split['climb_id'], names, split['angle'], split['difficulty'], split['sizes'],
+                    split['sets']):
                 route = grammar.decode(tokens)
                 key = (route['board'], frozenset(route['holds']))
-                climb = self.climbs.setdefault(key, dict(climb_id=climb_id, name=name, grades={}))
+                climb = self.climbs.setdefault(key, dict(climb_id=climb_id, name=name, grades={}, sizes=sizes, sets=sets))
                 if not np.isnan(difficulty):
                     climb['grades'][None if np.isnan(angle) else int(angle)] = float(difficulty)
         self.keys = list(self.climbs)
@@ -302,6 +304,16 @@ class ClimbIndex:
             for placement, role in holds:
                 self.postings[(board, placement, role)].append(i)
         self.postings = {k: np.array(v) for k, v in self.postings.items()}
+        self.on_wall = {}  # wall key -> (climbs,) bool, built on the first query on that wall
+
+    def fitting(self, board, wall=None):
+        """(climbs,) bool: the climbs of this board that fit the wall (every one, for None)."""
+        if wall is None or wall.whole:
+            return self.on_board[board]
+        if wall.key not in self.on_wall:
+            self.on_wall[wall.key] = np.array([k[0] == wall.board and wall.fits(self.climbs[k]['sizes'], self.climbs[k]['sets'])
+                                               for k in self.keys], dtype=bool)
+        return self.on_wall[wall.key]
 
     def __len__(self):
         return len(self.keys)
@@ -309,13 +321,14 @@ class ClimbIndex:
     def contains(self, board, holds):
         return (board, frozenset(holds)) in self.climbs
 
-    def nearest(self, board, holds, angle=None):
+    def nearest(self, board, holds, angle=None, wall=None):
         """The known climb of this board closest to holds [(placement, role)]: dict(distance,
-        climb_id, name, difficulty at that angle or None), or None if the board has no climbs."""
+        climb_id, name, difficulty at that angle or None), or None if the board has no climbs. With
+        a wall, the nearest climb that fits it: one the climber can do instead."""
         holds = set(holds)
         lists = [self.postings[(board, p, r)] for p, r in holds if (board, p, r) in self.postings]
         shared = np.bincount(np.concatenate(lists), minlength=len(self.keys)) if lists else np.zeros(len(self.keys))
-        distance = np.where(self.on_board[board], 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
+        distance = np.where(self.fitting(board, wall), 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
         if not len(distance) or not np.isfinite(distance.min()):
             return None
         i = int(distance.argmin())  # ties: the first climb indexed

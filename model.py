@@ -510,16 +510,21 @@ def grade_routes(model, inputs, angles, batch_size=128):
 
 
 @torch.no_grad()
-def route_nll(model, sequences, batch_size=256):
+def route_nll(model, sequences, batch_size=256, blocked=None):
     """Each route's summed negative log-likelihood of its holds and <end> given its conditioning
-    tokens (the generator's loss, per route) -> numpy (N,)."""
+    tokens (the generator's loss, per route) -> numpy (N,). blocked: (V,) bool, tokens taken out of
+    every step's distribution (a wall's missing holds), the rest renormalized, as the decoder's
+    mask does when sampling."""
     device = model.lm_head.weight.device
+    blocked = None if blocked is None else torch.as_tensor(blocked, device=device)
     out = []
     for i in range(0, len(sequences), batch_size):
         chunk = sequences[i:i + batch_size]
         x = torch.from_numpy(pad([s[:-1] for s in chunk])).to(device)
         y = torch.from_numpy(pad([[-1] * (CONDITIONING - 1) + s[CONDITIONING:] for s in chunk], fill=-1)).to(device)
         logits, _ = model(x)
+        if blocked is not None:
+            logits = logits.masked_fill(blocked, float('-inf'))
         nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction='none')
         out.append(nll.sum(1).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
@@ -541,11 +546,12 @@ def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0):
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0):
+                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0, walls=None):
     """Routes for prompts (board, angle, grade), one each: angle None where the board's data has no
     angles, grade an integer difficulty or None. required: per prompt, holds [(placement, role)]
     the route must contain (a partial route to complete), or None. Every route is decoded under its
-    board's grammar, so every one is valid.
+    board's grammar, so every one is valid. walls: per prompt, the routes.Wall whose holds alone
+    its route may use (None: the whole board), kept by the decoder's mask at every step.
 
     Guided (grader given, best_of K > 1): K candidates per prompt are drawn in one batch, graded,
     and the one the grader puts closest to the asked grade is kept (ties: the first drawn; with no
@@ -562,8 +568,10 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     if best_of > 1 and grader is None:
         raise InputError("best_of > 1 needs a grade model to choose with")
     required = required or [[] for _ in prompts]
-    for (board, _, _), holds in zip(prompts, required):
+    walls = walls or [None] * len(prompts)
+    for (board, _, _), holds, wall in zip(prompts, required, walls):
         grammar.check_prompt(board, holds)
+        grammar.check_on_wall(wall, holds)
     guided = grader is not None
     candidates = [[] for _ in prompts]
     fallback = [None] * len(prompts)
@@ -587,7 +595,7 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
         rows = [i for i in pending for _ in range(best_of)]
         fresh = []
         for i, route in zip(rows, _draw(model, grammar, [prompts[i] for i in rows], [required[i] for i in rows],
-                                        temperature, top_k, top_p, generator)):
+                                        temperature, top_k, top_p, generator, [walls[i] for i in rows])):
             stats['drawn'] += 1
             if known is not None and known.contains(route['board'], route['holds']):
                 stats['copies'] += 1
@@ -608,17 +616,19 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
     return [closest(i)[0] for i in range(len(prompts))], stats
 
 
-def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator):
+def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator, walls=None):
     """One batch of constrained samples, decoded and checked."""
     device = model.lm_head.weight.device
     prefix = torch.tensor([grammar.prefix(*p) for p in prompts], device=device)
-    rules = DecodingRules(grammar, [(p[0], list(holds)) for p, holds in zip(prompts, required)], device=device)
+    rules = DecodingRules(grammar, [(p[0], list(holds)) for p, holds in zip(prompts, required)], device=device,
+                          walls=walls)
     tokens = generate(model, prefix, rules, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     routes = []
     for row in tokens.tolist():
         row = row[:row.index(END) + 1]
         route = grammar.decode(row)
         grammar.validate(route['board'], route['holds'])  # valid by construction; checked anyway, it is cheap
+        grammar.check_on_wall(walls[len(routes)] if walls else None, route['holds'])
         routes.append(dict(route, tokens=row))
     return routes
 

@@ -124,13 +124,34 @@ def read_aurora(spec, path):
         for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
             rows.append(dict(climb_id=uuid, name=name, route=frames, angle=angle, difficulty=diff, ascents=asc,
                              quality=qual, problem=problem))
-    # what lighting a route needs (lights.py): each placement's LED position, each role's colour
-    leds, role_colors = read_led_map(con, spec['product_size_id'], spec['layout_id'])
+    # the walls this board can be: each hold's set, and every size of the product with the board's
+    # holds it has (by its LEDs where the database lists them, else by its edges) and their LED
+    # positions (lights.py: each size numbers its LEDs differently), and each role's LED colour
+    on_board = {p: (x, y) for p, x, y in holds}
+    hold_set = {p: s for p, s in con.execute("SELECT id, set_id FROM placements WHERE layout_id = ?",
+                                              (spec['layout_id'],)) if p in on_board}
+    set_names = dict(con.execute("SELECT id, name FROM sets")) if 'sets' in tables else {}
+    sets = [dict(id=s, name=set_names.get(s) or f'set {s}') for s in sorted({s for s in hold_set.values() if s is not None})]
+    sizes = []
+    for size_id, name, s_left, s_right, s_bottom, s_top in con.execute(
+            "SELECT id, name, edge_left, edge_right, edge_bottom, edge_top FROM product_sizes WHERE product_id = ? "
+            "ORDER BY id", (layout[1],)):
+        leds, _ = read_led_map(con, size_id, spec['layout_id'])
+        if leds:
+            on_size = [p for p in on_board if p in leds]
+        else:
+            on_size = [p for p, (x, y) in on_board.items() if s_left < x < s_right and s_bottom < y < s_top]
+        if on_size:
+            sizes.append(dict(id=size_id, name=name or f'size {size_id}', holds=sorted(on_size),
+                              edges=(s_left, s_right, s_bottom, s_top),
+                              leds={p: leds[p] for p in on_size if p in leds}))
+    _, role_colors = read_led_map(con, spec['product_size_id'], spec['layout_id'])
     con.close()
-    title = f"{layout[0] or 'layout %d' % spec['layout_id']} {size_name}"
+    layout_title = layout[0] or 'layout %d' % spec['layout_id']
     colors = {role: role_colors.get(code) for role, code in spec['role_ids'].items()}
-    return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=title,
-                leds=leds, role_colors=colors if all(colors.values()) else {}), rows
+    return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=f"{layout_title} {size_name}",
+                layout_title=layout_title, size=spec['product_size_id'], sizes=sizes, sets=sets, hold_set=hold_set,
+                set_conflicts=0, role_colors=colors if all(colors.values()) else {}), rows
 
 
 def read_moonboard(spec, path):
@@ -145,6 +166,26 @@ def read_moonboard(spec, path):
     except (ValueError, KeyError, TypeError) as e:
         fail(f"{path} is not MoonBoard problem JSON ({e.__class__.__name__}: {e}); expected {{'problems': [...]}}")
     holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+    edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
+    # the JSON names no set per hold, only the sets mounted when each problem was set: a hold's set
+    # is the one mounted for every problem that uses it, or, where the problems disagree, for most
+    set_ids = dict(spec.get('set_ids', {}))
+    votes, uses = defaultdict(Counter), Counter()
+    for p in problems:
+        if isinstance(p, dict) and isinstance(p.get('holds'), dict) and isinstance(p.get('holds_setup'), list):
+            names = {str(h).strip().upper() for v in p['holds'].values() if isinstance(v, list) for h in v}
+            for h in names:
+                uses[h] += 1
+                for s in p['holds_setup']:
+                    votes[h][set_ids.setdefault(str(s), max(set_ids.values(), default=0) + 1)] += 1
+    hold_set, conflicts = {}, 0
+    for h, _, _ in holds:
+        if votes[h]:
+            best = max(votes[h].values())
+            hold_set[h] = min(s for s, n in votes[h].items() if n == best)
+            conflicts += best < uses[h]
+    sets = [dict(id=i, name=name) for name, i in sorted(set_ids.items(), key=lambda kv: kv[1])
+            if i in hold_set.values()]
     rows = []
     for i, p in enumerate(problems):
         if not isinstance(p, dict) or 'site_id' not in p:
@@ -155,9 +196,10 @@ def read_moonboard(spec, path):
         rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=spec['angles'][0],
                          difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
                          problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
-    edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
-    return dict(holds=holds, edges=edges, angle_known=True, title=spec.get('title', 'MoonBoard'), leds={},
-                role_colors={}), rows
+    title = spec.get('title', 'MoonBoard')
+    size = dict(id=1, name='11 x 18', holds=sorted(h for h, _, _ in holds), edges=edges, leds={})  # one size; lights.py numbers its LEDs
+    return dict(holds=holds, edges=edges, angle_known=True, title=title, layout_title=title, size=1, sizes=[size],
+                sets=sets, hold_set=hold_set, set_conflicts=conflicts, role_colors={}), rows
 
 
 # -----------------------------------------------------------------------------
@@ -171,7 +213,7 @@ if not 2 <= min_holds <= max_holds:
     fail(f"hold bounds must satisfy 2 <= min_holds <= max_holds, got min_holds {min_holds}, max_holds {max_holds}")
 if angle_min > angle_max or min_ascents < 0:
     fail(f"need angle_min <= angle_max and min_ascents >= 0, got {angle_min}..{angle_max} and {min_ascents}")
-board_meta, board_rows = [], {}
+board_meta, board_rows, set_conflicts = [], {}, {}
 for spec in boards:
     path = os.path.expanduser(db or spec['path'])
     reader = read_moonboard if spec['format'] == 'moonboard' else read_aurora
@@ -182,11 +224,13 @@ for spec in boards:
     board_meta.append(dict(
         name=spec['name'], format=spec['format'], title=spec.get('title') or geometry['title'], source=path,
         role_codes=dict(spec['role_ids']), holds=geometry['holds'], edges=geometry['edges'],
-        angles=list(spec['angles']), angle_known=geometry['angle_known'], leds=geometry['leds'],
-        role_colors=geometry['role_colors'],
+        angles=list(spec['angles']), angle_known=geometry['angle_known'], role_colors=geometry['role_colors'],
+        layout_title=geometry['layout_title'], size=geometry['size'], sizes=geometry['sizes'], sets=geometry['sets'],
+        hold_set=geometry['hold_set'],
         min_start=1, max_start=spec['max_start'], min_finish=1, max_finish=spec['max_finish'],
         min_holds=min_holds, max_holds=max_holds))
     board_rows[spec['name']] = rows
+    set_conflicts[spec['name']] = geometry['set_conflicts']
     print(f"read {len(rows):,} rows of {board_meta[-1]['title']} from {path} ({len(geometry['holds'])} holds)")
 
 meta = dict(dataset=dataset, boards=board_meta, **build_vocab(board_meta))
@@ -239,12 +283,18 @@ split_rows = {s: [] for s in SPLITS}
 for name, row, holds in kept:
     split_rows[split_of(f"{name}:{group_id[(name, frozenset(holds))]}")].append((name, row, holds))
 
+hold_sets = {b['name']: b['hold_set'] for b in board_meta}
+size_holds = {b['name']: [(s['id'], set(s['holds'])) for s in b['sizes']] for b in board_meta}
+fits = {name: (lambda holds, sizes=sizes: tuple(i for i, on in sizes if all(p in on for p, _ in holds)))
+        for name, sizes in size_holds.items()}
 os.makedirs(os.path.join(data_root, dataset), exist_ok=True)
 meta['splits'] = {}
 lengths = []
 for split, items in split_rows.items():
     items.sort(key=lambda it: (it[0], it[1]['climb_id'], -1 if it[1]['angle'] is None else it[1]['angle']))
-    tokens, arrays = [], defaultdict(list)
+    tokens = []  # every column exists, an empty split's too
+    arrays = {k: [] for k in ('offset', 'board', 'angle', 'difficulty', 'ascents', 'quality', 'climb_id', 'name',
+                              'sizes', 'sets')}
     for name, row, holds in items:
         arrays['offset'].append(len(tokens))
         seq = grammar.encode(name, row['angle'], row['difficulty'], holds)
@@ -257,6 +307,8 @@ for split, items in split_rows.items():
         arrays['quality'].append(row['quality'])
         arrays['climb_id'].append(row['climb_id'])
         arrays['name'].append(row['name'])
+        arrays['sizes'].append(fits[name](holds))  # the walls it fits: these sizes, with the sets it uses
+        arrays['sets'].append(tuple(sorted({hold_sets[name].get(p) for p, _ in holds}, key=str)))
     arrays['offset'].append(len(tokens))  # end sentinel: route i is tokens[offset[i]:offset[i+1]]
     assert len(grammar.itos) < 2 ** 16
     path = os.path.join(data_root, dataset, f'{split}.bin')
@@ -290,6 +342,24 @@ if no_angle:
     print(f"{'  kept without an angle (<angle:?>)':36}" + ''.join(f"{no_angle[b['name']]:>12,}" for b in board_meta))
 groups = Counter(n for (n, _), _c in Counter((n, frozenset(h)) for n, _, h in kept).items())
 print(f"{'  distinct hold sets':36}" + ''.join(f"{groups[b['name']]:>12,}" for b in board_meta))
+for b in board_meta:  # the walls: how many kept rows fit each size, and use each set alone
+    name = b['name']
+    rows = [(fits[name](holds), {hold_sets[name].get(p) for p, _ in holds}, row['climb_id'])
+            for n, row, holds in kept if n == name]
+    print(f"\nwalls of {b['title']} (kept rows that fit; --size= and --sets= name them by id or name)")
+    def count(keep):
+        return f"{sum(map(keep, rows)):>10,} rows, {len({r[2] for r in rows if keep(r)}):>7,} climbs"
+    for s in b['sizes']:
+        label = f"  size {s['id']} {s['name']!r}" + (' (configured)' if s['id'] == b['size'] else '')
+        print(f"{label:40}{count(lambda r: s['id'] in r[0])}  ({len(s['holds'])} holds, {len(s['leds'])} LEDs)")
+    for s in b['sets']:
+        label = f"  only set {s['id']} {s['name']!r}"
+        print(f"{label:40}{count(lambda r: r[1] == {s['id']})}  ({sum(v == s['id'] for v in b['hold_set'].values())} holds)")
+    if set_conflicts[name]:
+        print(f"  holds whose set the problems disagree on (the set mounted for most of them taken): {set_conflicts[name]}")
+    unset = len(b['holds']) - len(b['hold_set'])
+    if unset and b['sets']:
+        print(f"  holds in no set (no route uses them; on the board, on no wall that names its sets): {unset}")
 kinds = Counter(meta['kind'])
 print(f"\nvocabulary: {len(meta['itos']):,} tokens ({kinds['hold']:,} hold-and-role, {kinds['board']} board, "
       f"{kinds['angle']} angle, {kinds['grade']} grade, pad, end)")

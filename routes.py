@@ -217,6 +217,47 @@ class Grammar:
             raise RouteError(f"unknown board {name!r}: this dataset has {', '.join(self.boards)}")
         return self.boards[name]
 
+    def wall(self, board_name, size=None, sets=None):
+        """The climber's wall: size by id or name (None or '': the configured size), sets a
+        comma-separated string or a list of ids or names (None, '' or 'all': every set, and holds
+        in none). Raises RouteError naming what is available, or when the wall is too small for
+        any route the board's rules allow."""
+        b = self.board(board_name)
+        if size is None or str(size).strip() == '':
+            size = b['size']
+        chosen = _pick(b['sizes'], size, 'size', b)
+        picked = None
+        if isinstance(sets, str):
+            sets = [] if sets.strip().lower() in ('', 'all') else sets.split(',')
+        if sets:
+            picked = []
+            for text in sets:
+                s = _pick(b['sets'], text, 'hold set', b)
+                if s not in picked:
+                    picked.append(s)
+            picked.sort(key=lambda s: str(s['id']))
+        wall = Wall(b, chosen, picked)
+        need = max(b['min_holds'], b['min_start'] + b['min_finish'])
+        if len(wall.placements) < need:
+            raise RouteError(f"the wall {wall.title} has {len(wall.placements)} of this board's holds; a route needs "
+                             f"at least {need}: choose a larger size or more hold sets", 'wall too small')
+        return wall
+
+    def off_wall(self, wall):
+        """(V,) bool: the hold tokens of the wall's board whose hold the wall lacks."""
+        meta = self.meta
+        return np.array([k == 'hold' and meta['hold_board'][t] == wall.board and meta['hold_placement'][t] not in
+                         wall.placements for t, k in enumerate(self.kind)], dtype=bool)
+
+    def check_on_wall(self, wall, holds):
+        """Raise RouteError naming the first hold that is not on the wall."""
+        if wall is None or wall.whole:
+            return
+        b = self.board(wall.board)
+        for p, _ in holds:
+            if p not in wall.placements:
+                raise RouteError(f"hold {self._placement_name(b, p)} is not on the wall {wall.title}", 'hold off the wall')
+
     # route strings -------------------------------------------------------------
 
     def parse(self, board_name, route):
@@ -362,13 +403,14 @@ class Grammar:
             return None  # the data cannot say anything about angles on this board
         return a
 
-    def route(self, board_name, route, angle=None, complete=True):
+    def route(self, board_name, route, angle=None, complete=True, wall=None):
         """A user's route string (or MoonBoard dict) and angle -> (holds, angle or None), checked:
-        an unknown board, an impossible angle, a malformed route, a hold the board lacks, or (if
-        complete) a route the rules do not allow raises RouteError; else a prompt that cannot be
-        completed does."""
+        an unknown board, an impossible angle, a malformed route, a hold the board lacks (or the
+        wall, where one is given), or (if complete) a route the rules do not allow raises
+        RouteError; else a prompt that cannot be completed does."""
         a = self.check_angle(board_name, angle)
         holds = self.parse(board_name, route)
+        self.check_on_wall(wall, holds)
         if complete:
             self.validate(board_name, holds)
         else:
@@ -419,6 +461,64 @@ def _angle_list(angles):
 
 
 # -----------------------------------------------------------------------------
+# walls: the board a climber owns
+
+class Wall:
+    """A board as it is mounted on one climber's wall: one of its sizes, with some of its hold sets
+    (all of them when none are named). placements are the board's holds that are on it; leds maps
+    each to its LED position on that size (sizes number their LEDs differently); key identifies
+    the wall. Made by Grammar.wall(), which checks what the user named."""
+
+    def __init__(self, board, size, sets):
+        self.board, self.size, self.sets = board['name'], size, sets
+        named = None if sets is None else {s['id'] for s in sets}
+        self.set_ids = None if sets is None else tuple(sorted(named, key=str))
+        on_size = set(size['holds'])
+        self.placements = frozenset(p for p, _, _ in board['holds'] if p in on_size
+                                    and (named is None or board['hold_set'].get(p) in named))
+        self.leds = {p: pos for p, pos in size['leds'].items() if p in self.placements}
+        self.format, self.role_colors = board['format'], board['role_colors']
+        self.key = (self.board, size['id'], self.set_ids)
+        self.slug = f"size{size['id']}" + ('' if sets is None else '-sets' + '+'.join(str(s['id']) for s in sets))
+        self._board = board
+        self.whole = size['id'] == board['size'] and sets is None  # the board as configured
+        where = board['layout_title'] + (f" {size['name']}" if size['name'] else '')
+        self.title = where + ('' if sets is None else ', ' + ' + '.join(s['name'] for s in sets))
+
+    def fits(self, sizes, sets):
+        """Whether a route fits this wall, from what prepare.py stores per route: the sizes it
+        fits and the hold sets it uses."""
+        return self.size['id'] in sizes and (self.set_ids is None or set(sets) <= set(self.set_ids))
+
+    def view(self):
+        """The board as draw.py and the page draw it for this wall: only the wall's holds, within
+        the size's edges."""
+        left, right, bottom, top = self._board['edges']
+        s_left, s_right, s_bottom, s_top = self.size.get('edges') or self._board['edges']
+        return dict(self._board, title=self.title, holds=[h for h in self._board['holds'] if h[0] in self.placements],
+                    edges=(max(left, s_left), min(right, s_right), max(bottom, s_bottom), min(top, s_top)))
+
+    def lighting(self, led_api=3):
+        """What lights.route_packets needs to light a route on this wall: its size's LED positions."""
+        return dict(format=self.format, title=self.title, leds=self.leds, role_colors=self.role_colors, led_api=led_api)
+
+    def describe(self):
+        return dict(size=self.size['id'], size_name=self.size['name'], sets=None if self.sets is None else
+                    [s['id'] for s in self.sets], set_names=None if self.sets is None else [s['name'] for s in self.sets],
+                    title=self.title, holds=len(self.placements))
+
+
+def _pick(items, text, what, board):
+    """The item of a board's sizes or sets a user named by its id or its name (any case)."""
+    want = ' '.join(str(text).split()).lower()
+    for item in items:
+        if want in (str(item['id']).lower(), ' '.join(str(item['name']).split()).lower()):
+            return item
+    have = ', '.join(f"{item['id']} {item['name']!r}" for item in items)
+    raise RouteError(f"{board['layout_title']} has no {what} {str(text)!r}: its {what}s are {have}", f'unknown {what}')
+
+
+# -----------------------------------------------------------------------------
 # splits and safe loading
 
 def split_of(key, fractions=(0.90, 0.05, 0.05)):
@@ -452,13 +552,16 @@ def load_meta(folder):
         raise InputError(f"{path} is not a meta.pkl written by prepare.py ({e}): run prepare.py again") from None
     if not isinstance(meta, dict) or not {'boards', 'itos', 'splits'} <= set(meta):
         raise InputError(f"{path} is not a meta.pkl written by prepare.py: run prepare.py again")
+    if not all(isinstance(b, dict) and 'sizes' in b for b in meta['boards']):
+        raise InputError(f"{path} was written by an older prepare.py (no board sizes or hold sets): run prepare.py again")
     return meta
 
 
 def load_split(folder, meta, split):
     """One split of a prepared dataset, the one reader of the format prepare.py writes: tokens, a
     list of each route's token ids (<board> <angle> <grade> holds <end>); board, climb_id, name (N,)
-    object arrays; angle, difficulty, ascents (N,) float64 arrays, NaN where unknown."""
+    object arrays; sizes, sets (N,) object arrays of tuples: the sizes the route fits and the hold
+    sets it uses (Wall.fits); angle, difficulty, ascents (N,) float64 arrays, NaN where unknown."""
     path = os.path.join(folder, f'{split}.bin')
     if not os.path.isfile(path):
         raise InputError(f"no {path}: prepare the data again (python prepare.py <config>)")
@@ -474,7 +577,22 @@ def load_split(folder, meta, split):
     return dict(tokens=[data[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
                 board=np.array(arrays['board'], dtype=object), climb_id=np.array(arrays['climb_id'], dtype=object),
                 name=np.array(arrays.get('name', [None] * (len(offsets) - 1)), dtype=object),
+                sizes=_tuples(arrays['sizes']), sets=_tuples(arrays['sets']),
                 angle=floats(arrays['angle']), difficulty=floats(arrays['difficulty']), ascents=floats(arrays['ascents']))
+
+
+def _tuples(values):
+    out = np.empty(len(values), dtype=object)
+    out[:] = [tuple(v) for v in values]
+    return out
+
+
+def fits_wall(rows, wall):
+    """(N,) bool: which rows of a load_split() dict fit the wall (all of them for None)."""
+    if wall is None:
+        return np.ones(len(rows['tokens']), dtype=bool)
+    return np.array([b == wall.board and wall.fits(sz, st) for b, sz, st in zip(rows['board'], rows['sizes'], rows['sets'])],
+                    dtype=bool)
 
 
 def select(rows, keep):
@@ -509,10 +627,11 @@ class DecodingRules:
     within the board's rules, the route's required holds (a prompt) all included, no dead ends
     (a route can always still be completed), and <end> only once the route is complete.
 
-    rows: list of (board name, required holds [(placement, role)]), one per route in the batch.
+    rows: list of (board name, required holds [(placement, role)]), one per route in the batch;
+    walls: None, or per row a Wall (or None: the whole board) whose holds alone the row may use.
     Call mask() -> (B, V) bool before sampling each hold, then update(tokens) after."""
 
-    def __init__(self, grammar, rows, device='cpu'):
+    def __init__(self, grammar, rows, device='cpu', walls=None):
         import torch  # the grammar itself needs no torch; only decoding does
         self.torch = torch
         meta, V = grammar.meta, grammar.vocab_size
@@ -537,15 +656,25 @@ class DecodingRules:
                 same_place[p].append(t)
         width = max(len(ts) for ts in same_place)
         self.place_tokens = long([ts + [V] * (width - len(ts)) for ts in same_place])
-        # after[t, r]: tokens of t's board and role r ranked above t, for the dead-end check
-        after = np.zeros((V, len(ROLES)), dtype=np.int64)
+        # the walls of the batch: index 0 is every board whole; a wall blocks the holds it lacks
+        walls = walls or [None] * len(rows)
+        wall_keys, off_wall = [None], [np.zeros(V, dtype=bool)]
+        for w in walls:
+            if w is not None and not w.whole and w.key not in wall_keys:
+                wall_keys.append(w.key)
+                off_wall.append(grammar.off_wall(w))
+        wall_index = [0 if w is None or w.whole else wall_keys.index(w.key) for w in walls]
+        # after[w, t, r]: tokens of t's board and role r on wall w ranked above t, for the dead-end check
+        after = np.zeros((len(wall_keys), V, len(ROLES)), dtype=np.int64)
         ranks, boards, roles = np.array(tok_rank), np.array(tok_board), np.array(tok_role)
-        for b in range(len(board_index)):
-            on_board = boards == b
-            for r in range(len(ROLES)):
-                group = np.sort(ranks[on_board & (roles == r)])
-                after[on_board, r] = len(group) - np.searchsorted(group, ranks[on_board], side='right')
+        for w, off in enumerate(off_wall):
+            for b in range(len(board_index)):
+                on_board = boards == b
+                for r in range(len(ROLES)):
+                    group = np.sort(ranks[on_board & (roles == r) & ~off])
+                    after[w, on_board, r] = len(group) - np.searchsorted(group, ranks[on_board], side='right')
         self.after = torch.from_numpy(after).to(device)
+        self.wall_index = long(wall_index)
         rules = [grammar.boards[name] for name in grammar.boards]
         rule = lambda key: long([b[key] for b in rules])  # noqa: E731
         B = len(rows)
@@ -564,6 +693,7 @@ class DecodingRules:
         # block more, so update() keeps it as tokens arrive and mask() reads it whole.
         self.blocked = torch.ones(B, V + 1, dtype=torch.bool, device=device)
         self.blocked[:, :V] = ~(is_hold[None, :] & (board[None, :] == bi[:, None]))
+        self.blocked[:, :V] |= torch.from_numpy(np.stack(off_wall)).to(device)[self.wall_index]
         for i, r in enumerate(required):
             for t in r:
                 self.req_left[i, tok_role[t]] += 1
@@ -576,7 +706,7 @@ class DecodingRules:
         self.V = V
 
     ROW_STATE = ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds', 'max_holds',
-                 'required', 'req_len', 'req_ptr', 'req_left', 'last_rank', 'blocked', 'count', 'done')
+                 'required', 'req_len', 'req_ptr', 'req_left', 'last_rank', 'blocked', 'count', 'done', 'wall_index')
 
     def keep(self, rows):
         """Go on with only these rows of the batch (a bool mask or indices), e.g. the unfinished."""
@@ -630,9 +760,10 @@ class DecodingRules:
         short = ((n + 1) < self.min_holds).nonzero().squeeze(1)
         if len(short):
             role = self.tok_role[None, :]
+            after = self.after[self.wall_index[short]]  # (short rows, V, roles): what each row's wall leaves
             def room_after(left, r):  # how many more holds of role r each token leaves room for
-                return torch.minimum((left[short, None] - (role == r).long()).clamp(min=0), self.after[None, :, r])
-            capacity = self.after[:, MIDDLE] + self.after[:, FOOT] + room_after(self.max_start - s, START) \
+                return torch.minimum((left[short, None] - (role == r).long()).clamp(min=0), after[:, :, r])
+            capacity = after[:, :, MIDDLE] + after[:, :, FOOT] + room_after(self.max_start - s, START) \
                 + room_after(self.max_finish - f, FINISH)  # (short rows, V); hand and foot holds have no cap
             ok[short] &= capacity >= self.min_holds[short, None]
         end = (s >= self.min_start) & (f >= self.min_finish) & (n >= self.min_holds) & (self.req_ptr == self.req_len)

@@ -5,10 +5,14 @@ Sample new routes from a trained generator.
     python sample.py config/kilter.py --angle=35 --grade=6c+ --prompt=p1131r12p1146r12
     python sample.py config/moonboard.py --grade=7a --prompt='SH:C5,E6' --jsonl
     python sample.py config/kilter.py --num_samples=1 --lights     # the Bluetooth packets, as hex
+    python sample.py config/kilter.py --size='7 x 10' --sets='Bolt Ons'   # routes for your wall
 
 Decoding is constrained by the board's grammar (routes.DecodingRules) at every step, so every
 route printed is one the board can display: holds of the board only, none twice, one or two
 start and finish holds, within the hold-count rules, and including every hold of the prompt.
+--size and --sets say which wall the routes are for (a size of the board and the hold sets on
+it, by id or name; prepare.py lists them): the decoder then only ever takes holds that wall has,
+the nearest known climb is one that fits it, and the lights use that size's LEDs.
 
 Grade-guided (the default where the dataset has a grade model, out/<dataset>/grade): best_of
 candidates are drawn for each route and the one the grade model puts closest to the asked grade
@@ -44,6 +48,8 @@ best_of = 8  # candidates per route, the one graded closest to the asked grade k
 tolerance = 1.0  # grades: a route whose candidates all miss the asked grade by more is drawn again
 allow_copies = False  # offer routes that are known climbs of the dataset
 board = ''  # default: the dataset's first board
+size = ''  # your wall: a size of the board, by id or name ('7 x 10'); default: the configured size
+sets = ''  # the hold sets on your wall, by id or name ('Bolt Ons,Screw Ons'); default: all
 angle = 40  # degrees; ignored (unknown) on boards whose data has no angles
 grade = 'V5'  # V5, 6c+, 7A or an app difficulty like 20; '?' for no grade
 prompt = ''  # a partial route the samples must contain, e.g. p1131r12p1146r12 or SH:C5,E6
@@ -65,7 +71,9 @@ meta = load_meta(os.path.join(data_root, dataset))
 grammar = Grammar(meta)
 board = board or meta['boards'][0]['name']
 spec = grammar.board(board)
-required, angle_used = grammar.route(board, prompt, angle, complete=False) if prompt else ([], grammar.check_angle(board, angle))
+wall = grammar.wall(board, size, sets)
+required, angle_used = grammar.route(board, prompt, angle, complete=False, wall=wall) if prompt else \
+    ([], grammar.check_angle(board, angle))
 grades = [None] if str(grade) == '?' else parse_grade(grade)
 if not 1 <= num_samples <= 100_000:
     raise InputError(f"num_samples must be 1..100000, got {num_samples}")
@@ -74,9 +82,9 @@ if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
 
 check_sampling(temperature, top_k, top_p, best_of, tolerance)
-if lights and spec['format'] == 'aurora' and not spec.get('leds'):
-    raise InputError(f"{spec['title']}: no LED map in {data_root}/{dataset} (its database has none, or it was "
-                     f"prepared by an older prepare.py: run it again), so its routes cannot be lit")
+if lights and spec['format'] == 'aurora' and not (wall.leds and spec['role_colors']):
+    raise InputError(f"{wall.title}: no LED map in {data_root}/{dataset} (its database lists no LEDs for this size, "
+                     f"or no colour for each role), so its routes cannot be lit")
 if lights and led_api not in (2, 3):
     raise InputError(f"led_api must be 2 or 3, got {led_api!r}")
 
@@ -90,13 +98,13 @@ prompts = [(board, angle_used, grades[i % len(grades)]) for i in range(num_sampl
 generator = torch.Generator(device=device).manual_seed(seed)
 routes, stats = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator,
                               grader, best_of if grader is not None else 1, None if allow_copies else known,
-                              tolerance=tolerance)
+                              tolerance=tolerance, walls=[wall] * num_samples)
 
 for i, r in enumerate(routes):
     text = grammar.format(board, r['holds'])
-    near = known.nearest(board, r['holds'], r['angle'])
+    near = known.nearest(board, r['holds'], r['angle'], wall)
     if jsonl:
-        record = dict(board=board, angle=r['angle'], grade_asked=str(grade), grade=grade_name(r['grade']))
+        record = dict(board=board, wall=wall.title, angle=r['angle'], grade_asked=str(grade), grade=grade_name(r['grade']))
         if spec['format'] == 'moonboard':
             record['holds'] = {code: [p for p, role in r['holds'] if role == name] for name, code in spec['role_codes'].items()}
         else:
@@ -106,12 +114,12 @@ for i, r in enumerate(routes):
         record['nearest'] = near and dict(near, distance=round(near['distance'], 3))
         record['known_climb'] = r['copy']
         if lights:
-            record['lights'] = hex_lines(route_packets(dict(spec, led_api=led_api), r['holds'])).splitlines()
+            record['lights'] = hex_lines(route_packets(wall.lighting(led_api), r['holds'])).splitlines()
         print(json.dumps(record))
         continue
     angle_text = '?' if r['angle'] is None else f"{r['angle']}°"
     judged = f", graded {grade_name(r['predicted'])} ({r['predicted']:.1f})" if 'predicted' in r else ''
-    print(f"#{i + 1} {spec['title']} @ {angle_text}, asked {grade_name(r['grade'])}{judged}: {len(r['holds'])} holds"
+    print(f"#{i + 1} {wall.title} @ {angle_text}, asked {grade_name(r['grade'])}{judged}: {len(r['holds'])} holds"
           + (' (a known climb: every candidate was one)' if r['copy'] else ''))
     print(f"  {text}")
     if near:
@@ -124,7 +132,7 @@ for i, r in enumerate(routes):
             print(f"  {role:7}" + ' '.join(f"{p}({xy[p][0]},{xy[p][1]})" for p in holds))
     if lights:
         print('  lights' + (f' (API v{led_api})' if spec['format'] == 'aurora' else '') + ':\n    '
-              + hex_lines(route_packets(dict(spec, led_api=led_api), r['holds'])).replace('\n', '\n    '))
+              + hex_lines(route_packets(wall.lighting(led_api), r['holds'])).replace('\n', '\n    '))
 
 if not jsonl:
     guide = f"best of {best_of}, graded by {len(grader.paths)} grade model(s)" if grader is not None and best_of > 1 else 'plain sampling'
@@ -137,6 +145,6 @@ if out:
     sheet = [dict(holds=r['holds'], title=f"#{i + 1} {grade_name(r['grade'])}",
                   subtitle=f"{'?' if r['angle'] is None else r['angle']}°, {len(r['holds'])} holds")
              for i, r in enumerate(routes)]
-    write_sheet(path, spec, sheet)
+    write_sheet(path, wall.view(), sheet)
     if not jsonl:
         print(f"wrote {path}")

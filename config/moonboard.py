@@ -5,4 +5,6 @@ boards = [dict(
     role_ids=dict(start='SH', middle='IH', finish='FH'),  # no foot role: feet are free
     angles=[40],
     max_start=2, max_finish=2,
+    # the JSON names the hold sets mounted for each problem; these are their ids in boardsesh's catalogue
+    set_ids={'Hold Set A 2016': 2, 'Hold Set B 2016': 3, 'Original School Holds 2016': 4},
 )]

@@ -30,6 +30,7 @@ CREATE TABLE placement_roles (id INT UNSIGNED NOT NULL PRIMARY KEY, product_id I
     screen_color TEXT NULL);
 CREATE TABLE leds (id INT UNSIGNED NOT NULL PRIMARY KEY, product_size_id INT UNSIGNED NOT NULL,
     hole_id INT UNSIGNED NOT NULL, position INT UNSIGNED NOT NULL);
+CREATE TABLE sets (id INT UNSIGNED NOT NULL PRIMARY KEY, name TEXT NOT NULL, hsm INT UNSIGNED NULL);
 CREATE TABLE difficulty_grades (difficulty INT UNSIGNED NOT NULL PRIMARY KEY, boulder_name TEXT NOT NULL,
     route_name TEXT NOT NULL, is_listed BOOLEAN NOT NULL);
 CREATE TABLE climbs (uuid TEXT NOT NULL PRIMARY KEY, layout_id INT UNSIGNED NOT NULL, setter_id INT UNSIGNED NULL,
@@ -46,6 +47,21 @@ CLIMB_CACHE_FIELDS = """CREATE TABLE climb_cache_fields (climb_uuid TEXT NOT NUL
     ascensionist_count INT UNSIGNED NULL, display_difficulty FLOAT UNSIGNED NULL, quality_average FLOAT UNSIGNED NULL);"""
 
 ROLE_IDS = dict(start=12, middle=13, finish=14, foot=15)
+# the tiny board's other walls: size 11 (4 x 5, its own LED numbering) and size 12 (one hold, by its
+# edges: no LED rows), and two hold sets, every third placement a screw-on
+SMALL = dict(id=11, name='4 x 5', edges=(12, 44, 12, 52))
+TOO_SMALL = dict(id=12, name='1 x 2', edges=(4, 20, 4, 12))
+SETS = {1: 'Bolt Ons', 2: 'Screw Ons'}
+
+
+def set_of(i):
+    """The set of the grid's i-th placement."""
+    return 2 if i % 3 == 2 else 1
+
+
+def small_led(i):
+    """The LED position of the grid's i-th placement on the 4 x 5 (numbered from the top)."""
+    return 500 - i
 COLUMNS, ROWS = 6, 8  # the tiny board: a 6 x 8 grid on the apps' 4-unit lattice, 8 units apart
 ANGLES = list(range(20, 55, 5))
 
@@ -88,16 +104,23 @@ def make_aurora_db(path, n_climbs=160, seed=0, per_angle=True):
     con.executescript(AURORA_SCHEMA + (CLIMB_STATS if per_angle else CLIMB_CACHE_FIELDS))
     con.execute("INSERT INTO products (id, name) VALUES (1, 'Tiny Board')")
     con.execute("INSERT INTO product_sizes VALUES (10, 1, 0, 56, 0, 72, '6 x 8', 'Tiny', NULL, 1, 1)")
+    for s in (SMALL, TOO_SMALL):
+        con.execute("INSERT INTO product_sizes VALUES (?, 1, ?, ?, ?, ?, ?, '', NULL, 2, 1)", (s['id'], *s['edges'], s['name']))
+    con.executemany("INSERT INTO sets VALUES (?, ?, NULL)", SETS.items())
     con.execute("INSERT INTO layouts (id, product_id, name) VALUES (1, 1, 'Tiny Layout'), (2, 1, 'Other Layout')")
     board = grid()
     outside = (2000, 900, 100, 8)  # a placement of the layout outside the product size
     no_led = board[0]  # inside the size, but the size has no LED for it: not displayable
-    for p, h, x, y in board + [outside]:
+    for i, (p, h, x, y) in enumerate(board + [outside]):
         con.execute("INSERT INTO holes (id, product_id, x, y) VALUES (?, 1, ?, ?)", (h, x, y))
-        con.execute("INSERT INTO placements VALUES (?, 1, ?, 1, NULL)", (p, h))
+        con.execute("INSERT INTO placements VALUES (?, 1, ?, ?, NULL)", (p, h, set_of(i)))
         con.execute("INSERT INTO placements VALUES (?, 2, ?, 1, NULL)", (p + 5000, h))
     for i, (p, h, x, y) in enumerate(board[1:] + [outside]):
         con.execute("INSERT INTO leds VALUES (?, 10, ?, ?)", (i + 1, h, i))
+    left, right, bottom, top = SMALL['edges']
+    for i, (p, h, x, y) in enumerate(board):
+        if left < x < right and bottom < y < top:
+            con.execute("INSERT INTO leds VALUES (?, 11, ?, ?)", (1000 + i, h, small_led(i)))
     for name, rid in ROLE_IDS.items():
         con.execute("INSERT INTO placement_roles VALUES (?, 1, ?, ?, ?, NULL, NULL)", (rid, rid - 11, name, name.title()))
     for d, font, v in GRADES:
@@ -120,6 +143,19 @@ def make_aurora_db(path, n_climbs=160, seed=0, per_angle=True):
     for i in range(n_climbs):
         uuid = f'{i:032X}'
         holds = random_route(rng, board)
+        angles = sorted(rng.sample(ANGLES, rng.randint(1, 3))) if per_angle else [None]
+        stats = [(a, round(rng.uniform(10, 33), 2), rng.randint(1, 30)) for a in angles]
+        climb(uuid, frames_of(holds), stats=stats)
+        for a, diff, _ in stats:
+            expected[(uuid, a)] = (sorted(holds), diff)
+
+    # climbs set on the smaller walls: the 4 x 5 with every set, and with bolt-ons only
+    left, right, bottom, top = SMALL['edges']
+    small = [h for h in board if left < h[2] < right and bottom < h[3] < top]
+    bolt_ons = [h for i, h in enumerate(grid()) if h in small and set_of(i) == 1]
+    for i in range(n_climbs // 8):
+        uuid = f'5{i:031X}'
+        holds = random_route(rng, small if i % 2 else bolt_ons)
         angles = sorted(rng.sample(ANGLES, rng.randint(1, 3))) if per_angle else [None]
         stats = [(a, round(rng.uniform(10, 33), 2), rng.randint(1, 30)) for a in angles]
         climb(uuid, frames_of(holds), stats=stats)

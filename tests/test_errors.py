@@ -182,10 +182,14 @@ def test_bad_json_lines_leave_the_good_ones_graded(bad):
 
 
 def test_a_board_without_an_led_map_cannot_be_lit(tmp_path):
-    """The Tension data has no LED map: --lights says so, before any model is loaded."""
-    db = shared('tension.db')
-    run('prepare.py', 'config/tension.py', f'--db={db}', f'--data_root={tmp_path}')
-    frames = sqlite3.connect(f'file:{db}?mode=ro', uri=True).execute('SELECT frames FROM climbs LIMIT 1').fetchone()[0]
-    proc = run('grade.py', 'config/tension.py', f'--data_root={tmp_path}', f'--frames={frames}', '--lights',
+    """A database that lists no LEDs: --lights says so, before any model is loaded."""
+    db = str(tmp_path / 'noleds.db')
+    make_aurora_db(db, n_climbs=40)
+    con = sqlite3.connect(db)
+    con.execute('DELETE FROM leds')
+    con.commit()
+    con.close()
+    run('prepare.py', 'config/tiny.py', f'--db={db}', f'--data_root={tmp_path}')
+    proc = run('grade.py', 'config/tiny.py', f'--data_root={tmp_path}', f'--frames={TINY_ROUTE}', '--angle=40', '--lights',
                f'--checkpoint={tmp_path}/none', check=False)
     assert 'has no LED map' in error_line(proc)

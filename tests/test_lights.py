@@ -303,9 +303,12 @@ def test_read_led_map_kilter():
 
 
 def test_read_led_map_tension():
+    """The Tension Board 2 Spray can be lit: every size has its own LED map, and each role a colour."""
     con = real_db('tension.db')
-    leds, colors = L.read_led_map(con, 1, 1)
-    assert leds == {}
-    assert colors and all(c is None for c in colors.values())
-    with pytest.raises(LightsError, match='no LED map'):
-        L.route_packets(dict(format='aurora', title='Tension', leds=leds, role_colors={}), [(1, 'start')])
+    sizes = {6: 498, 7: 407, 8: 328, 9: 267}  # the LEDs of each size of layout 11, counted in the database
+    for size, n in sizes.items():
+        expected = dict(con.execute("SELECT p.id, l.position FROM placements p JOIN leds l ON l.hole_id = p.hole_id "
+                                    "WHERE p.layout_id = 11 AND l.product_size_id = ?", (size,)))
+        leds, colors = L.read_led_map(con, size, 11)
+        assert leds == expected and len(leds) == n and len(set(leds.values())) == n
+    assert {r: colors[r] for r in (5, 6, 7, 8)} == {5: '00FF00', 6: '0000FF', 7: 'FF0000', 8: 'FF00FF'}
