@@ -12,7 +12,7 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
   drawn like the real test routes, plain and grade-guided (best_of candidates, the one the grade
   model puts nearest the asked grade kept, known climbs dropped), then validity, distinct and copy
   rates, novelty (Jaccard distance to the nearest training route), grade consistency, realism
-  against the real test routes (Jensen-Shannon divergences, shape statistics, Fréchet distance of
+  against the real test routes (--split: val, test or all; Jensen-Shannon divergences, shape statistics, Fréchet distance of
   grade-model embeddings); the same for a frequency baseline that samples holds from their
   frequencies given board, angle and grade under the same grammar. Grade consistency is judged by
   a grade model that did not pick the routes (out/<dataset>/judge, trained with another seed:
@@ -65,11 +65,15 @@ top_p = 1.0
 seed = 1337
 device = 'cpu'
 sheet_per_grade = 4  # routes drawn per requested grade
+split = 'test'  # the real routes prompts are drawn like and realism is measured against: test, val (to
+#                 choose a setting), or all (every split: a small wall has few routes in any one)
 board = ''  # the board of the wall below; default: the dataset's first
 size = ''  # evaluate on a wall: a size of the board, by id or name; default: the whole board
 sets = ''  # and the hold sets on it, by id or name; default: all
 # -----------------------------------------------------------------------------
 configure(globals())
+if split not in SPLITS + ('all',):
+    raise InputError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
     raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
 check_sampling(temperature, top_k, top_p, best_of, tolerance)
@@ -133,10 +137,10 @@ if wall:  # the val routes that fit the wall, scored as drawn (whole board) and 
     log(f"wall {wall.title}: {len(mine):,} val routes fit it; val loss per route {plain.mean():.2f} on the whole "
         f"board, {masked.mean():.2f} under the wall's mask")
 
-# measure: samples for prompts drawn like the real test routes, their (board, angle, grade) with replacement
-real_test = [r for r in routes['test'] if r['fits']]
+# measure: samples for prompts drawn like the real routes of the split, their (board, angle, grade) with replacement
+real_test = [r for s in (SPLITS if split == 'all' else [split]) for r in routes[s] if r['fits']]
 if not real_test:
-    raise InputError(f"no test route fits the wall {wall.title}: nothing to draw prompts from or compare with")
+    raise InputError(f"no {split} route fits the wall {wall.title}: nothing to draw prompts from or compare with")
 prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(real_test) for _ in range(num_samples))]
 prompt_walls = [walls[p[0]] for p in prompts]
 
@@ -179,12 +183,12 @@ def graded(rs):
 
 
 novelty = ClimbIndex(grammar, [data['train']])  # copies and the nearest route are of the training split
-real = defaultdict(list)  # the real test routes that fit the wall
+real = defaultdict(list)  # the real routes of the split that fit the wall
 for r in real_test:
     real[r['board']].append(r)
-graded(routes['test'])
+graded(real_test)
 
-# the judge's reach: the highest V grade it gives any real test route of the board. A prompt more
+# the judge's reach: the highest V grade it gives any real route of the split of the board. A prompt more
 # than two V above it cannot be judged within two V, whatever route answers it.
 judge_ceiling = {b: int(v_number(max(r['predicted'] for r in real[b]))) for b in boards if real[b] and judge}
 generation, decoded_by_sampler = {}, {}
@@ -282,13 +286,13 @@ judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
 views = {b: walls[b].view() if walls[b] else board_specs[b] for b in boards}  # a wall is drawn with its holds only
 on_wall = '' if wall is None else (
     f"On the wall {wall.title} ({len(wall.placements)} holds): prompts and realism from the {len(real_test):,} real "
-    f"test routes that fit it; its {report['wall']['val_routes']:,} val routes score "
+    f"{split} routes that fit it; its {report['wall']['val_routes']:,} val routes score "
     f"{report['wall']['val_loss_per_route']:.2f} per route on the whole board, "
     f"{report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask.")
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
-        f"{num_samples:,} prompts drawn like the real test routes; guided sampling keeps the best of {best_of} "
+        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the best of {best_of} "
         f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
 rows = [[name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
          num(m.get('grade_mae'), 2), pct(m.get('grade_exact_v')), pct(m.get('grade_within1_v')),
@@ -306,7 +310,7 @@ if 'gpt, guided' in generation:
                 f"or none that was not a known climb).</p>")
 beyond_judge = '; '.join(
     f"{name}, {b}: {m['beyond_judge']:,} prompts ask for more than two V above V{m['judge_ceiling_v']}, the highest grade "
-    f"the judge gives any real test route; within 2 V on the other prompts {pct(m['grade_within2_v_in_reach'])}"
+    f"the judge gives any real {split} route; within 2 V on the other prompts {pct(m['grade_within2_v_in_reach'])}"
     for name, g in generation.items() for b, m in g['boards'].items() if m.get('beyond_judge'))
 if beyond_judge:
     html.append(f'<p>{escape(beyond_judge)}.</p>')
@@ -318,7 +322,7 @@ for b in boards:
             shape_rows.append([name, b] + [num(g['boards'][b]['shape'][k], 1) for k in shape_keys])
     if real[b]:
         real_shape = metrics.shape_stats([frozenset(r['holds']) for r in real[b]], grammar.xy[b])
-        shape_rows.append(['real test routes', b] + [num(real_shape[k], 1) for k in shape_keys])
+        shape_rows.append([f"real {split} routes", b] + [num(real_shape[k], 1) for k in shape_keys])
 html.append('<h3>Shape (board units)</h3>' + html_table(['routes', 'board', 'top hold', 'height span', 'width span'], shape_rows))
 
 GRADE_COLUMNS = [('n', 'routes', '{:,}'), ('mae', 'MAE', '{:.2f}'), ('rmse', 'RMSE', '{:.2f}'), ('r2', 'R²', '{:.3f}'),

@@ -12,6 +12,9 @@ the routes that pass the filters below, and writes to data/<dataset>/:
   (where the database has one), and per-route arrays (offset, board, angle, difficulty, ascents,
   quality, climb id, name) per split.
 Every row read is accounted for: the table printed at the end counts rows removed per reason.
+meta.pkl also carries what a climber's wall can be (routes.Wall): every size of the board with the
+holds it has and their LED positions, each hold's set, and per route the sizes it fits and the
+sets it uses; the report counts the routes that fit each size and each set alone.
 """
 
 import json
@@ -40,6 +43,8 @@ min_quality = 0.0  # keep rows with at least this quality average (where known)
 min_holds = 3  # hold-count bounds; they also become the board's route rules for sampling
 max_holds = 40
 data_root = 'data'
+size = ''  # your wall (a size and hold sets of the first board, by id or name): the report counts its routes
+sets = ''
 # -----------------------------------------------------------------------------
 configure(globals())
 
@@ -235,6 +240,7 @@ for spec in boards:
 
 meta = dict(dataset=dataset, boards=board_meta, **build_vocab(board_meta))
 grammar = Grammar(meta)
+wall = grammar.wall(board_meta[0]['name'], size, sets) if size or sets else None  # a wall the data lacks fails here
 
 # -----------------------------------------------------------------------------
 # filter: every removed row gets exactly one reason, the first that applies
@@ -351,15 +357,19 @@ for b in board_meta:  # the walls: how many kept rows fit each size, and use eac
         return f"{sum(map(keep, rows)):>10,} rows, {len({r[2] for r in rows if keep(r)}):>7,} climbs"
     for s in b['sizes']:
         label = f"  size {s['id']} {s['name']!r}" + (' (configured)' if s['id'] == b['size'] else '')
-        print(f"{label:40}{count(lambda r: s['id'] in r[0])}  ({len(s['holds'])} holds, {len(s['leds'])} LEDs)")
+        print(f"{label:48}{count(lambda r: s['id'] in r[0])}  ({len(s['holds'])} holds, {len(s['leds'])} LEDs)")
     for s in b['sets']:
         label = f"  only set {s['id']} {s['name']!r}"
-        print(f"{label:40}{count(lambda r: r[1] == {s['id']})}  ({sum(v == s['id'] for v in b['hold_set'].values())} holds)")
+        print(f"{label:48}{count(lambda r: r[1] == {s['id']})}  ({sum(v == s['id'] for v in b['hold_set'].values())} holds)")
     if set_conflicts[name]:
         print(f"  holds whose set the problems disagree on (the set mounted for most of them taken): {set_conflicts[name]}")
     unset = len(b['holds']) - len(b['hold_set'])
     if unset and b['sets']:
         print(f"  holds in no set (no route uses them; on the board, on no wall that names its sets): {unset}")
+if wall:
+    fitting = sum(wall.fits(fits[wall.board](holds), {hold_sets[wall.board].get(p) for p, _ in holds})
+                  for n, _, holds in kept if n == wall.board)
+    print(f"  your wall, {wall.title}: {fitting:,} rows fit it ({len(wall.placements)} holds)")
 kinds = Counter(meta['kind'])
 print(f"\nvocabulary: {len(meta['itos']):,} tokens ({kinds['hold']:,} hold-and-role, {kinds['board']} board, "
       f"{kinds['angle']} angle, {kinds['grade']} grade, pad, end)")

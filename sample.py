@@ -82,11 +82,11 @@ if angle_used is None and angle is not None and not jsonl:
     print(f"note: the {spec['title']} data has no angles; the angle is left unknown")
 
 check_sampling(temperature, top_k, top_p, best_of, tolerance)
+if lights and led_api not in (2, 3):
+    raise InputError(f"led_api must be 2 or 3, got {led_api!r}")
 if lights and spec['format'] == 'aurora' and not (wall.leds and spec['role_colors']):
     raise InputError(f"{wall.title}: no LED map in {data_root}/{dataset} (its database lists no LEDs for this size, "
                      f"or no colour for each role), so its routes cannot be lit")
-if lights and led_api not in (2, 3):
-    raise InputError(f"led_api must be 2 or 3, got {led_api!r}")
 
 model = load_generator(os.path.join(out_dir or checkpoint_dir(dataset, 'gen'), checkpoint), meta, device)
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')

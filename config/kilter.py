@@ -8,3 +8,9 @@ boards = [dict(
     angles=list(range(0, 75, 5)),
     max_start=2, max_finish=2,  # the app allows one or two start holds and one or two finish holds
 )]
+
+# your wall: the board's size and the hold sets mounted on it, by id or name ('' = the whole board);
+# prepare.py lists them and how many routes fit each. Or on any command: --size=... --sets=...
+# e.g. size = '7 x 10' (or 14), sets = 'Bolt Ons' (or 1)
+size = ''
+sets = ''

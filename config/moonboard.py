@@ -8,3 +8,9 @@ boards = [dict(
     # the JSON names the hold sets mounted for each problem; these are their ids in boardsesh's catalogue
     set_ids={'Hold Set A 2016': 2, 'Hold Set B 2016': 3, 'Original School Holds 2016': 4},
 )]
+
+# your wall: the board's size and the hold sets mounted on it, by id or name ('' = the whole board);
+# prepare.py lists them and how many routes fit each. Or on any command: --size=... --sets=...
+# e.g. sets = 'Hold Set A 2016,Hold Set B 2016' (the MoonBoard 2016 has one size)
+size = ''
+sets = ''

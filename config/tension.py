@@ -9,3 +9,9 @@ boards = [dict(
     angles=list(range(0, 70, 5)),
     max_start=2, max_finish=2,
 )]
+
+# your wall: the board's size and the hold sets mounted on it, by id or name ('' = the whole board);
+# prepare.py lists them and how many routes fit each. Or on any command: --size=... --sets=...
+# e.g. size = '12 high x 8 wide' (or 8), sets = 'Wood,Plastic'
+size = ''
+sets = ''

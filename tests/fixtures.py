@@ -83,9 +83,9 @@ def random_route(rng, board):
     starts = rng.sample(low, rng.randint(1, 2))
     finishes = rng.sample(top, rng.randint(1, 2))
     free = [p for p in mid if p not in starts]
-    hands = rng.sample(free, rng.randint(2, 6))
+    hands = rng.sample(free, rng.randint(2, min(6, len(free))))  # a small wall may have fewer
     feet_pool = sorted({p for p in low + mid if p not in starts and p not in hands})
-    feet = rng.sample(feet_pool, rng.randint(0, 4))
+    feet = rng.sample(feet_pool, rng.randint(0, min(4, len(feet_pool))))
     return [(p, 'start') for p in starts] + [(p, 'middle') for p in hands] + \
         [(p, 'finish') for p in finishes] + [(p, 'foot') for p in feet]
 
@@ -153,7 +153,7 @@ def make_aurora_db(path, n_climbs=160, seed=0, per_angle=True):
     left, right, bottom, top = SMALL['edges']
     small = [h for h in board if left < h[2] < right and bottom < h[3] < top]
     bolt_ons = [h for i, h in enumerate(grid()) if h in small and set_of(i) == 1]
-    for i in range(n_climbs // 8):
+    for i in range(n_climbs // 3):
         uuid = f'5{i:031X}'
         holds = random_route(rng, small if i % 2 else bolt_ons)
         angles = sorted(rng.sample(ANGLES, rng.randint(1, 3))) if per_angle else [None]

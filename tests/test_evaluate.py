@@ -1,14 +1,26 @@
 """evaluate.py end to end on the tiny board: both models trained for a few iterations, one report."""
 import json
+import sqlite3
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from conftest import run
 
 
-def test_report_end_to_end(tiny, tmp_path):
+@pytest.fixture(scope='module')
+def models(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp('models')
     root = tiny['root']
-    run('train_gen.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={tmp_path}/gen', '--max_iters=20')
-    run('train_grade.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={tmp_path}/grade', '--max_iters=20')
+    run('train_gen.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={out}/gen', '--max_iters=20')
+    run('train_grade.py', 'config/tiny.py', f'--data_root={root}', f'--out_dir={out}/grade', '--max_iters=20')
+    return out
+
+
+def test_report_end_to_end(tiny, models, tmp_path):
+    root = tiny['root']
+    (tmp_path / 'gen').symlink_to(models / 'gen')
+    (tmp_path / 'grade').symlink_to(models / 'grade')
     proc = run('evaluate.py', 'config/tiny.py', f'--data_root={root}', f'--gen_dir={tmp_path}/gen',
                f'--grade_dir={tmp_path}/grade', f'--report_dir={tmp_path}/report', '--num_samples=60', '--sample_batch=25')
     report = json.loads((tmp_path / 'report' / 'report.json').read_text())
@@ -48,3 +60,27 @@ def test_report_end_to_end(tiny, tmp_path):
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
     assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
     assert f"| model, all rows | tiny | {grade['model']['all']['n']:,} | {grade['model']['all']['mae']:.2f} |" in headline
+
+
+def test_report_on_a_wall(tiny, models, tmp_path):
+    """On the 4 x 5 wall: prompts and realism from the real test routes that fit it, every
+    generated route on it (checked against the database), its val routes scored with the mask."""
+    root = tiny['root']
+    proc = run('evaluate.py', 'config/tiny.py', f'--data_root={root}', f'--gen_dir={models}/gen', '--size=4 x 5',
+               f'--grade_dir={models}/grade', f'--report_dir={tmp_path}/report', '--num_samples=40')
+    report = json.loads((tmp_path / 'report' / 'report.json').read_text())
+    con = sqlite3.connect(f"file:{tiny['db']}?mode=ro", uri=True)
+    on = {p for (p,) in con.execute("SELECT p.id FROM placements p JOIN leds l ON l.hole_id = p.hole_id "
+                                    "WHERE p.layout_id = 1 AND l.product_size_id = 11")}
+    wall = report['wall']
+    assert wall['title'] == 'Tiny Layout 4 x 5' and wall['holds'] == len(on)
+    assert wall['val_loss_per_route_masked'] <= wall['val_loss_per_route']  # the mask only takes probability off the wall
+    for name in ('gpt', 'gpt, guided', 'frequency baseline'):
+        m = report['generation'][name]['boards']['tiny']
+        assert m['samples'] == 40 and m['on_wall'] == 1.0 and 0 < m['real_routes']
+    sheet = ET.parse(tmp_path / 'report' / 'sheet_tiny.svg').getroot()
+    paths = [e for e in sheet.iter('{http://www.w3.org/2000/svg}path') if e.get('class') == 'holds']
+    assert paths and all(e.get('d').count('h0') == len(on) for e in paths)  # the wall's holds only, on every board
+    rings = [e for e in sheet.iter('{http://www.w3.org/2000/svg}circle') if e.get('class') == 'ring']
+    assert rings and all(int(e.get('data-hold')) in on for e in rings)
+    assert 'grade' not in report and 'On the wall Tiny Layout 4 x 5 (20 holds)' in proc.stdout
