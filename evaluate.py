@@ -12,8 +12,8 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
   drawn like the real test routes, plain and grade-guided (best_of candidates, the one the grade
   model puts nearest the asked grade kept, known climbs dropped), then validity, distinct and copy
   rates, novelty (Jaccard distance to the nearest training route), grade consistency, realism
-  against the real test routes (--split: val, test or all; Jensen-Shannon divergences, shape statistics, Fréchet distance of
-  grade-model embeddings); the same for a frequency baseline that samples holds from their
+  against the real test routes (or --split=val or all; Jensen-Shannon divergences, shape
+  statistics, Fréchet distance of grade-model embeddings); the same for a frequency baseline that samples holds from their
   frequencies given board, angle and grade under the same grammar. Grade consistency is judged by
   a grade model that did not pick the routes (out/<dataset>/judge, trained with another seed:
   python train_grade.py <config> --seed=2 --out_dir=out/<dataset>/judge); without one, by the
@@ -97,11 +97,14 @@ wall = grammar.wall(board or meta['boards'][0]['name'], size, sets) if size or s
 report_dir = report_dir or checkpoint_dir(dataset, 'report' + (f'-{wall.slug}' if wall else ''))
 data = {s: load_split(folder, meta, s) for s in SPLITS}
 routes = {}  # split -> decoded routes with their tokens and labels, and whether they fit the wall
-for split, rows in data.items():
+for name, rows in data.items():
     fit = fits_wall(rows, wall) | (rows['board'] != wall.board) if wall else np.ones(len(rows['tokens']), dtype=bool)
-    routes[split] = [dict(grammar.decode(t), tokens=t, difficulty=d, fits=f)
+    routes[name] = [dict(grammar.decode(t), tokens=t, difficulty=d, fits=f)
                      for t, d, f in zip(rows['tokens'], rows['difficulty'], fit)]
 walls = {b['name']: wall if wall and wall.board == b['name'] else None for b in meta['boards']}
+real_test = [r for s in (SPLITS if split == 'all' else [split]) for r in routes[s] if r['fits']]
+if not real_test:
+    raise InputError(f"no {split} route fits the wall {wall.title}: nothing to draw prompts from or compare with")
 boards = [b['name'] for b in meta['boards']]
 board_specs = {b['name']: b for b in meta['boards']}
 gpt = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
@@ -132,15 +135,12 @@ if wall:  # the val routes that fit the wall, scored as drawn (whole board) and 
     report['wall'] = wall.describe()
     mine = [r['tokens'] for r in routes['val'] if r['fits'] and r['board'] == wall.board]
     plain, masked = route_nll(gpt, mine), route_nll(gpt, mine, blocked=grammar.off_wall(wall))
-    report['wall'].update(val_routes=len(mine), val_loss_per_route=float(plain.mean()),
-                          val_loss_per_route_masked=float(masked.mean()))
-    log(f"wall {wall.title}: {len(mine):,} val routes fit it; val loss per route {plain.mean():.2f} on the whole "
-        f"board, {masked.mean():.2f} under the wall's mask")
+    report['wall'].update(val_routes=len(mine), val_loss_per_route=float(plain.mean()) if mine else None,
+                          val_loss_per_route_masked=float(masked.mean()) if mine else None)
+    log(f"wall {wall.title}: {len(mine):,} val routes fit it" + (f"; val loss per route {plain.mean():.2f} on the "
+        f"whole board, {masked.mean():.2f} under the wall's mask" if mine else ''))
 
 # measure: samples for prompts drawn like the real routes of the split, their (board, angle, grade) with replacement
-real_test = [r for s in (SPLITS if split == 'all' else [split]) for r in routes[s] if r['fits']]
-if not real_test:
-    raise InputError(f"no {split} route fits the wall {wall.title}: nothing to draw prompts from or compare with")
 prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(real_test) for _ in range(num_samples))]
 prompt_walls = [walls[p[0]] for p in prompts]
 
@@ -286,9 +286,9 @@ judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
 views = {b: walls[b].view() if walls[b] else board_specs[b] for b in boards}  # a wall is drawn with its holds only
 on_wall = '' if wall is None else (
     f"On the wall {wall.title} ({len(wall.placements)} holds): prompts and realism from the {len(real_test):,} real "
-    f"{split} routes that fit it; its {report['wall']['val_routes']:,} val routes score "
-    f"{report['wall']['val_loss_per_route']:.2f} per route on the whole board, "
-    f"{report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask.")
+    f"{split} routes that fit it" + ('.' if not report['wall']['val_routes'] else
+    f"; its {report['wall']['val_routes']:,} val routes score {report['wall']['val_loss_per_route']:.2f} per route on "
+    f"the whole board, {report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask."))
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "

@@ -4,17 +4,26 @@ boardgpt in the browser: one page to generate, edit, grade, complete and light r
     python serve.py config/kilter.py                    # http://127.0.0.1:8000/
     python serve.py config/moonboard.py --port=8001
     python serve.py config/kilter.py --host=0.0.0.0     # reachable from the LAN (phones at the wall)
+    python serve.py config/kilter.py --size=14 --sets='Bolt Ons'   # the wall the page starts with
 
 The dataset's generator, grade model and known climbs are loaded once; a model that is missing
 only switches off what needs it. The page (web/) is our own HTML, CSS and JS, fetched from this
 server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
 
-    GET  /api/board     boards (holds, edges, angles, roles, rules), grades, colours, Bluetooth UUIDs
+    GET  /api/board     boards (holds, edges, angles, roles, rules, sizes, hold sets, the default wall),
+                        grades, colours, Bluetooth UUIDs
     POST /api/check     {board, route | holds, angle} -> canonical route string, holds, what rules it breaks
     POST /api/generate  {board, angle, grade, count, prompt, best_of, seed, temperature} -> routes
     POST /api/complete  {board, angle, grade, route, count, best_of, seed, temperature} -> routes
     POST /api/grade     {board, route, angle (a number, or "all")} -> grade, likely grades, curve
     POST /api/lights    {board, route, api (2|3) or device (its name)} -> packets and BLE writes, hex
+
+Every POST also takes the climber's wall: size (an id or a name) and sets (a list of ids or names,
+or one comma-separated string; empty: every set), each defaulting to the server's wall (the
+config's size and sets, or --size and --sets, for the first board; the configured size with every
+set for any other). Routes are then generated, completed, graded and lit on that wall only, the
+nearest known climb is one that fits it, and the answer says which wall it was (wall: size, sets,
+title, holds).
 
 A bad request gets a 4xx and {"error": "<one line>"}; nothing a client sends is evaluated, joined
 to a path or written anywhere, and one lock serializes the model calls.
@@ -38,8 +47,8 @@ from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex
 from model import (check_device, checkpoint_dir, grade_checkpoints, grade_curve, load_generator, load_grader,
                    sample_routes)
-from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, grade_record, load_meta, load_split,
-                    parse_grade)
+from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
+                    load_split, parse_grade)
 
 # -----------------------------------------------------------------------------
 # config
@@ -58,6 +67,8 @@ max_best_of = 16  # most candidates per route one request may ask for
 max_body = 64 * 1024  # bytes in a request body
 timeout = 15.0  # seconds a client may take to send its request
 log_requests = True  # one line per request on stderr
+size = ''  # the wall the page starts with, on the first board: a size by id or name; default: the configured size
+sets = ''  # and the hold sets on it, by id or name ('Bolt Ons,Screw Ons'); default: all
 # -----------------------------------------------------------------------------
 configure(globals())
 
@@ -71,6 +82,8 @@ if threads > 0:
 
 meta = load_meta(os.path.join(data_root, dataset))
 grammar = Grammar(meta)
+walls = {name: grammar.wall(name) for name in grammar.boards}  # each board's default wall: a request may name another
+walls[meta['boards'][0]['name']] = grammar.wall(meta['boards'][0]['name'], size, sets)  # an unknown one fails here
 known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
 gen_dir = gen_dir or checkpoint_dir(dataset, 'gen')
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
@@ -99,14 +112,29 @@ for url, name in (('/', 'index.html'), ('/index.html', 'index.html'), ('/app.js'
         PAGE[url] = (f.read(), TYPES[os.path.splitext(name)[1]])
 
 
+def size_problem(board, size_id):
+    """Why no route fits this size even with every hold set (the 400 a request for it gets), or None."""
+    try:
+        grammar.wall(board, size_id)
+    except RouteError as e:
+        return str(e)
+    return None
+
+
 def board_info(b):
-    """What the page needs to draw a board and keep to its rules."""
+    """What the page needs to draw a board, keep to its rules and offer its walls."""
+    lit = {s['id']: b['format'] == 'moonboard' or bool(s['leds'] and b['role_colors']) for s in b['sizes']}
     return dict(name=b['name'], title=b['title'], format=b['format'], holds=[list(h) for h in b['holds']],
                 edges=list(b['edges']), pitch=hold_pitch(b), angles=b['angles'], angle_known=b['angle_known'],
                 roles=[r for r in ROLES if r in b['role_codes']],
                 rules={k: b[k] for k in ('min_start', 'max_start', 'min_finish', 'max_finish', 'min_holds',
                                          'max_holds')},
-                lights=b['format'] == 'moonboard' or bool(b.get('leds') and b.get('role_colors')))
+                sizes=[dict(id=s['id'], name=s['name'], holds=list(s['holds']), edges=list(s['edges']),
+                            lights=lit[s['id']], problem=size_problem(b['name'], s['id'])) for s in b['sizes']],
+                sets=[dict(id=s['id'], name=s['name']) for s in b['sets']],
+                hold_set=[[p, s] for p, s in b['hold_set'].items()],  # pairs: JSON keys would all be strings
+                wall=walls[b['name']].describe(),
+                lights=lit[walls[b['name']].size['id']])  # what a request that names no wall can light
 
 
 BOARD_JSON = dict(
@@ -149,8 +177,8 @@ def field(body, name, kinds, default=REQUIRED):
     if value is None and default is None:
         return None
     if isinstance(value, bool) or not isinstance(value, kinds):  # JSON true is no number here
-        names = ' or '.join({int: 'a whole number', float: 'a number', str: 'a string', dict: 'an object'}[k]
-                            for k in kinds)
+        names = ' or '.join({int: 'a whole number', float: 'a number', str: 'a string', dict: 'an object',
+                             list: 'a list'}[k] for k in kinds)
         raise InputError(f"field {name!r} must be {names}, got {json.dumps(value)[:40]}")
     return value
 
@@ -166,13 +194,31 @@ def board_of(body):
     return grammar.board(field(body, 'board', TEXT, only))['name']
 
 
+def wall_of(body, board):
+    """The wall a request is for: its size and sets, each defaulting to the server's wall of the board.
+    An unknown size or set, or a wall too small for any route, is a RouteError: a 400."""
+    home = walls[board]
+    size_asked = field(body, 'size', (int, str), home.size['id'])
+    sets_asked = field(body, 'sets', (list, str), list(home.set_ids or ()))
+    if isinstance(sets_asked, list) and not all(isinstance(s, (int, str)) and not isinstance(s, bool)
+                                                for s in sets_asked):
+        raise InputError("field 'sets' must be a list of hold set ids or names, or one comma-separated string")
+    names = [size_asked, *(sets_asked.split(',') if isinstance(sets_asked, str) else sets_asked)]
+    if any(isinstance(n, str) and len(n) > 100 for n in names):  # an unknown name is echoed in the error line
+        raise InputError("fields 'size' and 'sets' name a size or hold set in at most 100 characters")
+    return grammar.wall(board, size_asked, sets_asked)
+
+
+WALL = ('size', 'sets')  # the fields every POST takes
+
+
 def need(model, what):
     if model is None:
         raise HTTPError(503, missing[what])
 
 
-def nearest(board, holds, angle):
-    near = known.nearest(board, holds, angle) if holds else None
+def nearest(board, holds, angle, wall):
+    near = known.nearest(board, holds, angle, wall) if holds else None
     return near and dict(near, distance=round(near['distance'], 3), grade=grade_record(near['difficulty']))
 
 
@@ -195,18 +241,21 @@ def hold_pairs(board, pairs):
 # the endpoints: body (a dict) -> answer (a dict)
 
 def api_check(body):
-    fields(body, ('board', 'route', 'holds', 'angle'))
+    fields(body, ('board', 'route', 'holds', 'angle', *WALL))
     board = board_of(body)
+    wall = wall_of(body, board)
     angle = field(body, 'angle', (int, float, str), None)
     angle = None if angle is None else grammar.check_angle(board, angle)  # only for the nearest climb's grade
     if ('route' in body) == ('holds' in body):
         raise InputError("give one of 'route' (a route string) or 'holds' ([[placement, role], ...])")
     holds = hold_pairs(board, body['holds']) if 'holds' in body else grammar.parse(board, field(body, 'route', ROUTE))
     answer = dict(board=board, route=grammar.format(board, holds), holds=[list(h) for h in holds], complete=True,
-                  problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, angle))
+                  problem=None, can_complete=True, prompt_problem=None, nearest=nearest(board, holds, angle, wall),
+                  wall=wall.describe())
     for check, ok, problem in ((grammar.validate, 'complete', 'problem'),
                                (grammar.check_prompt, 'can_complete', 'prompt_problem')):
         try:
+            grammar.check_on_wall(wall, holds)  # first: a hold the climber lacks matters more than any rule
             check(board, holds)
         except InputError as e:  # not a bad request: the page shows the rule that the route breaks
             answer[ok], answer[problem] = False, str(e)
@@ -216,9 +265,10 @@ def api_check(body):
 def sampled(body, prompt_field):
     """Generate (prompt_field 'prompt', optional) or complete ('route', required): routes for
     (board, angle, grade), each containing the prompt's holds."""
-    fields(body, ('board', 'angle', 'grade', 'count', prompt_field, 'best_of', 'seed', 'temperature'))
+    fields(body, ('board', 'angle', 'grade', 'count', prompt_field, 'best_of', 'seed', 'temperature', *WALL))
     need(generator, 'generator')
     board = board_of(body)
+    wall = wall_of(body, board)
     count = field(body, 'count', (int,), default_count)
     if not 1 <= count <= max_count:
         raise InputError(f"count must be 1..{max_count}, got {count}")
@@ -227,7 +277,7 @@ def sampled(body, prompt_field):
     angle = field(body, 'angle', (int, float, str), None)
     prompt = field(body, prompt_field, ROUTE, '' if prompt_field == 'prompt' else REQUIRED)
     if prompt:
-        required, angle = grammar.route(board, prompt, angle, complete=False)
+        required, angle = grammar.route(board, prompt, angle, complete=False, wall=wall)
     else:
         required, angle = [], grammar.check_angle(board, angle)
     if prompt_field == 'route' and not required:
@@ -244,28 +294,31 @@ def sampled(body, prompt_field):
     with model_lock:
         rng = torch.Generator(device=device).manual_seed(seed)
         routes, stats = sample_routes(generator, grammar, prompts, [required] * count, temperature, 0, 1.0, rng,
-                                      grader, k, known)
-    return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, routes=[dict(
+                                      grader, k, known, walls=[wall] * count)
+    return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, wall=wall.describe(), routes=[dict(
         route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],
         asked=grade_record(r['grade']), predicted=grade_record(r.get('predicted')), copy=r['copy'],
-        nearest=nearest(board, r['holds'], r['angle'])) for r in routes])
+        nearest=nearest(board, r['holds'], r['angle'], wall)) for r in routes])
 
 
 def api_grade(body):
-    fields(body, ('board', 'route', 'angle'))
+    fields(body, ('board', 'route', 'angle', *WALL))
     need(grader, 'grader')
     board = board_of(body)
+    wall = wall_of(body, board)
     angle = field(body, 'angle', (int, float, str), None)
     route = field(body, 'route', ROUTE)
     if angle == 'all':
         holds = grammar.parse(board, route)
+        grammar.check_on_wall(wall, holds)
         grammar.validate(board, holds)
     else:
-        holds, angle = grammar.route(board, route, angle)
+        holds, angle = grammar.route(board, route, angle, wall=wall)
     with model_lock:
         curve = grade_curve(grader, grammar, board, holds)
     answer = dict(board=board, route=grammar.format(board, holds), angle=angle,
-                  curve=[dict(angle=a, **grade_record(d)) for a, d, _ in curve], nearest=nearest(board, holds, angle))
+                  curve=[dict(angle=a, **grade_record(d)) for a, d, _ in curve],
+                  nearest=nearest(board, holds, angle, wall), wall=wall.describe())
     for a, d, probs in curve:
         if a == angle:  # on a board without angles both are None: its one row
             top = probs.argsort()[::-1][:3]  # the three likeliest grades, as grade.py prints them
@@ -275,19 +328,21 @@ def api_grade(body):
 
 
 def api_lights(body):
-    fields(body, ('board', 'route', 'api', 'device'))
+    fields(body, ('board', 'route', 'api', 'device', *WALL))
     board = board_of(body)
     spec = grammar.boards[board]
+    wall = wall_of(body, board)
     holds = grammar.parse(board, field(body, 'route', ROUTE))  # a route being set may be lit half done
+    grammar.check_on_wall(wall, holds)
     api = field(body, 'api', (int,), None)
     name = field(body, 'device', TEXT, '')
     api = lights.aurora_api_level(name) if api is None else api  # the Aurora controller says its level in its name
     if api not in (2, 3):
         raise InputError(f"api must be 2 or 3 (the Aurora LED protocol level), got {api}")
-    packets = lights.route_packets(dict(spec, led_api=api), holds)  # LightsError is an InputError: a 400
+    packets = lights.route_packets(wall.lighting(api), holds)  # each size numbers its LEDs; LightsError: a 400
     writes = lights.ble_writes(packets)
     return dict(board=board, api=api if spec['format'] == 'aurora' else None, packets=[p.hex() for p in packets],
-                writes=[w.hex() for w in writes], bytes=sum(map(len, writes)))
+                writes=[w.hex() for w in writes], bytes=sum(map(len, writes)), wall=wall.describe())
 
 
 API = {'/api/check': api_check, '/api/generate': lambda body: sampled(body, 'prompt'),

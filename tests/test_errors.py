@@ -92,6 +92,15 @@ def cases():
         (sample + ['--grade'], 'expected --key=value'),
         (sample + ['--lights', '--led_api=4'], 'led_api must be 2 or 3'),
         (['sample.py', 'config/nope.py'], 'config file config/nope.py not found'),
+        # walls: a size or set the database lacks, a wall too small for any route, a hold off the wall
+        (sample + ['--size=9 x 9'], "Tiny Layout has no size '9 x 9': its sizes are 10 '6 x 8', 11 '4 x 5', 12 '1 x 2'"),
+        (sample + ['--sets=Wood'], "has no hold set 'Wood': its hold sets are 1 'Bolt Ons', 2 'Screw Ons'"),
+        (sample + ['--size=12'], "has 1 of this board's holds; a route needs at least 3"),
+        (sample + ['--size=11', '--prompt=p1002r12'], 'hold p1002 is not on the wall Tiny Layout 4 x 5'),
+        (grade + one + ['--size=11'], 'hold p1002 is not on the wall Tiny Layout 4 x 5'),
+        (prepare + ['--db={data}/tiny.db', '--sets=3'], "has no hold set '3'"),
+        (evaluate + ['--split=train2'], 'split must be one of train, val, test or all'),
+        (evaluate + ['--size=4 x 5', '--sets=2'], 'no test route fits the wall Tiny Layout 4 x 5, Screw Ons'),
         # train_gen.py and train_grade.py
         (train_gen + ['--data_root={root}/empty'], 'prepare the data first'),
         (train_gen + ['--batch_size=0'], 'batch_size must be at least 1'),

@@ -1,20 +1,25 @@
 """The page in a real browser: headless Chromium driven by Selenium, against serve.py on the tiny
-board with tiny models. Set BOARDGPT_SCREENSHOT=1 to write the screenshot to assets/page.png."""
+board with tiny models, and on the shared Tension Board 2 database where this machine has it (its
+LED bytes checked against the database's own rows). Set BOARDGPT_SCREENSHOT=1 to write the
+screenshot to assets/page.png."""
 import os
 import shutil
+import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
 import lights
-from conftest import ROOT
-from routes import Grammar, load_meta
-from test_serve import ROUTE, Server, served_models
+from conftest import ROOT, run, shared
+from fixtures import grid
+from test_serve import ROUTE, SMALL_ROUTE, Server, db_wall, db_writes, placements, served_models
 
 try:
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 except ImportError:
@@ -52,7 +57,7 @@ def site(tmp_path_factory):
     root = served_models(tmp_path_factory)
     s = Server(str(tmp_path_factory.mktemp('pagelog') / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/gen',
                f'--grade_dir={root}/grade')
-    s.grammar = Grammar(load_meta(os.path.join(root, 'tiny')))
+    s.db = os.path.join(root, 'tiny.db')
     yield s
     s.stop()
 
@@ -115,6 +120,34 @@ def severe(d):
     return [e for e in d.get_log('browser') if e['level'] == 'SEVERE']
 
 
+def hits(d):
+    """The holds the board view can be clicked at: one target per hold drawn (read at once, as the
+    view may be redrawn at any moment)."""
+    return set(d.execute_script("return [...document.querySelectorAll('#view .hit')].map((e) => e.dataset.hold)"))
+
+
+def dots(element):
+    """How many hold dots a drawing has (one zero-length stroke each in its holds path)."""
+    return element.find_element(By.CSS_SELECTOR, 'path.holds').get_attribute('d').count('h0')
+
+
+def click_at(d, x, y):
+    """A real click where board point (x, y) is drawn on the big view (y runs up the wall)."""
+    at = d.execute_script("""
+        const svg = document.querySelector('#view svg'), [left, right, bottom, top] = S.view.edges;
+        const pt = svg.createSVGPoint();
+        pt.x = arguments[0] - left; pt.y = top - arguments[1];
+        const p = pt.matrixTransform(svg.getScreenCTM());
+        return [p.x, p.y];""", x, y)
+    action = ActionBuilder(d)
+    action.pointer_action.move_to_location(round(at[0]), round(at[1])).click()
+    action.perform()
+
+
+def bt_writes(hexes):
+    return [list(bytes.fromhex(h)) for h in hexes]
+
+
 def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
     d = browser
     d.get(site.url + '/')
@@ -135,7 +168,7 @@ def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
     wait('the picked route', lambda: text(d, 'route') == route)
     assert len(rings(d)) == n and 'picked' in pick.get_attribute('class')
     assert text(d, 'route-meta').startswith('#2: asked 6c / V5')
-    assert '✓' in text(d, 'rules') and f'board=tiny&angle=35&route={route}' in d.current_url
+    assert '✓' in text(d, 'rules') and f'board=tiny&angle=35&size=10&sets=all&route={route}' in d.current_url
     d.find_element(By.ID, 'grade-button').click()
     wait('the grade card', lambda: d.find_element(By.ID, 'grade-card').is_displayed())
     keep = os.environ.get('BOARDGPT_SCREENSHOT') == '1'
@@ -194,9 +227,7 @@ def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
 
 def test_light_button(site, browser):
     d = browser
-    board = site.grammar.boards['tiny']
-    packets = lights.route_packets(dict(board, led_api=3), site.grammar.parse('tiny', LIT))  # the name says @3
-    expected = [list(w) for w in lights.ble_writes(packets)]
+    expected = bt_writes(db_writes(site.db, 10, LIT))  # the configured size's LED rows; the name says @3
     script = d.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': FAKE_BLUETOOTH})['identifier']
     try:
         d.get(f'{site.url}/?board=tiny&angle=40&route={LIT}')
@@ -209,7 +240,7 @@ def test_light_button(site, browser):
         assert bt['requests'] == [{'filters': [{'services': [lights.AURORA_ADVERTISED_UUID]}],
                                    'optionalServices': [lights.AURORA_SERVICE_UUID]}]
         assert bt['services'] == [lights.AURORA_SERVICE_UUID] and bt['characteristic'] == lights.AURORA_WRITE_UUID
-        assert text(d, 'light-status') == (f'Sent {sum(map(len, packets))} bytes in {len(expected)} writes to '
+        assert text(d, 'light-status') == (f'Sent {sum(map(len, expected))} bytes in {len(expected)} writes to '
                                            f'Kilter Board#AB12@3 (LED protocol v3).')
         d.find_element(By.ID, 'light').click()  # again: the same connection, no second chooser
         wait('the second send', lambda: len(d.execute_script('return window.__bt.writes')) == 2 * len(expected))
@@ -224,6 +255,113 @@ def test_light_button(site, browser):
         assert 'has no Web Bluetooth' in text(d, 'light-status')  # said before anyone clicks
         d.find_element(By.ID, 'light').click()
         assert 'use Chrome or Edge' in text(d, 'light-status')
+    finally:
+        d.execute_cdp_cmd('Page.removeScriptToEvaluateOnNewDocument', {'identifier': script})
+    assert severe(d) == []
+
+
+def test_wall_picker(site, browser):
+    """Pick a wall (the 4 x 5, then its bolt-ons only): only its holds are drawn and clickable, a
+    route on screen loses the holds it lacks (saying so), routes come on it, it is kept across
+    visits and in the link (the link winning), and Light sends that size's LED bytes."""
+    d = browser
+    xy = {p: (x, y) for p, _, x, y in grid()}
+    small, bolts = {str(p) for p in db_wall(site.db, 11)}, db_wall(site.db, 11, {1})
+    d.get(site.url + '/')
+    d.execute_script('localStorage.clear()')  # a browser that has never picked a wall
+    try:
+        d.get(f'{site.url}/?board=tiny&angle=40&route={ROUTE}')
+        wait('the route', lambda: text(d, 'route') == ROUTE)
+        assert len(hits(d)) == 47 and [e.text for e in css(d, '#sets label')] == ['Bolt Ons', 'Screw Ons']
+        options = css(d, '#size option')
+        assert [o.text for o in options] == ['6 x 8', '4 x 5', '1 x 2 (too small)'] and not options[2].is_enabled()
+
+        Select(d.find_element(By.ID, 'size')).select_by_value('11')
+        wait('the 4 x 5', lambda: hits(d) == small and text(d, 'route') == 'p1020r13')
+        assert text(d, 'route-meta') == 'Taken off the route, not on your wall: p1002, p1029, p1044.'
+        assert css(d, '#view svg')[0].get_dom_attribute('viewBox') == '0 0 32 40'  # the size's edges: 12..44 x 12..52
+        css(d, '#sets input')[1].click()  # no screw-ons
+        wait('the bolt-ons', lambda: hits(d) == {str(p) for p in bolts} and text(d, 'route') == 'no holds yet')
+        assert 'p1020' in text(d, 'route-meta') and dots(d.find_element(By.ID, 'view')) == len(bolts)
+        assert text(d, 'wall-holds') == f'{len(bolts)} holds' and 'size=11&sets=1' in d.current_url
+
+        click_at(d, *xy[1007])  # a bolt-on, clicked where it is drawn: it joins the route
+        wait('the hold', lambda: rings(d) == [('1007', 'start')])
+        settled(d)
+        seq = d.execute_script('return S.seq')
+        click_at(d, *xy[1008])  # where a screw-on would be: nothing there to click
+        time.sleep(0.3)
+        assert rings(d) == [('1007', 'start')] and d.execute_script('return S.seq') == seq
+
+        Select(d.find_element(By.ID, 'count')).select_by_value('4')
+        d.find_element(By.ID, 'generate').click()
+        thumbs = wait('4 thumbnails', lambda: len(css(d, '.thumb')) == 4 and css(d, '.thumb'))
+        for t in thumbs:  # drawn on the wall, with routes on it
+            assert placements(t.get_attribute('title')) <= bolts and dots(t) == len(bolts)
+        thumbs[2].click()
+        wait('the picked route', lambda: text(d, 'route') == thumbs[2].get_attribute('title'))
+        assert {int(p) for p, _ in rings(d)} <= bolts and len(rings(d)) == len(placements(text(d, 'route')))
+
+        d.get(site.url + '/')  # a later visit, no link: this browser's wall
+        wait('the kept wall', lambda: hits(d) == {str(p) for p in bolts})
+        assert d.find_element(By.ID, 'size').get_attribute('value') == '11'
+        assert [e.is_selected() for e in css(d, '#sets input')] == [True, False]
+        wait('the link', lambda: 'size=11&sets=1' in d.current_url)
+        d.get(f'{site.url}/?board=tiny&size=10&sets=all')  # a shared link wins, and is not kept
+        wait('the linked wall', lambda: len(hits(d)) == 47)
+        d.get(site.url + '/')
+        wait('the kept wall', lambda: hits(d) == {str(p) for p in bolts})
+
+        script = d.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': FAKE_BLUETOOTH})['identifier']
+        try:
+            d.get(f'{site.url}/?board=tiny&angle=40&size=11&sets=1&route={SMALL_ROUTE}')
+            wait('the route', lambda: text(d, 'route') == SMALL_ROUTE)
+            d.find_element(By.ID, 'light').click()
+            wait('the lights', lambda: 'Sent' in text(d, 'light-status'))
+            sent = d.execute_script('return window.__bt.writes')
+            assert sent == bt_writes(db_writes(site.db, 11, SMALL_ROUTE))
+            assert sent != bt_writes(db_writes(site.db, 10, SMALL_ROUTE))  # the 6 x 8 numbers its LEDs otherwise
+        finally:
+            d.execute_cdp_cmd('Page.removeScriptToEvaluateOnNewDocument', {'identifier': script})
+        assert severe(d) == []
+    finally:
+        d.execute_script('localStorage.clear()')  # the other tests start on the server's wall
+
+
+@pytest.fixture(scope='module')
+def tension(tmp_path_factory):
+    """The shared Tension Board 2 database prepared, served on its 12 high x 8 wide; no models (Light
+    needs none)."""
+    db = shared('tension.db')
+    root = tmp_path_factory.mktemp('tension')
+    run('prepare.py', 'config/tension.py', f'--db={db}', f'--data_root={root}')
+    s = Server(str(root / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/none', f'--grade_dir={root}/none',
+               '--size=8', config='config/tension.py')
+    s.db = db
+    yield s
+    s.stop()
+
+
+def test_light_tension(tension, browser):
+    """Tension on --size=8: the page draws that size's holds, and Light writes the bytes of
+    tension.db's own rows (placement -> hole -> leds.position of product_size_id 8, colours from
+    placement_roles.led_color), not the 12 x 12's."""
+    d = browser
+    on = db_wall(tension.db, 8, layout_id=11)
+    with closing(sqlite3.connect(tension.db)) as con:
+        climbs = [f for f, in con.execute("SELECT frames FROM climbs WHERE layout_id = 11 ORDER BY uuid")]
+    route = next(f for f in climbs if placements(f) <= on and len(placements(f)) >= 8)  # fits; several writes
+    script = d.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': FAKE_BLUETOOTH})['identifier']
+    try:
+        d.get(f'{tension.url}/?board=tension&route={route}')
+        wait('the route', lambda: placements(text(d, 'route')) == placements(route))
+        assert hits(d) == {str(p) for p in on} and text(d, 'wall-holds') == f'{len(on)} holds'
+        assert 'size=8&sets=all' in d.current_url
+        d.find_element(By.ID, 'light').click()
+        wait('the lights', lambda: 'Sent' in text(d, 'light-status'))
+        shown, sent = text(d, 'route'), d.execute_script('return window.__bt.writes')
+        assert len(sent) > 1 and sent == bt_writes(db_writes(tension.db, 8, shown, layout_id=11))
+        assert sent != bt_writes(db_writes(tension.db, 6, shown, layout_id=11))
     finally:
         d.execute_cdp_cmd('Page.removeScriptToEvaluateOnNewDocument', {'identifier': script})
     assert severe(d) == []

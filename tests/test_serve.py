@@ -9,15 +9,50 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 
 import pytest
 
 import lights
 from conftest import ROOT, error_line, run
-from fixtures import ROLE_IDS, make_aurora_db
+from fixtures import ROLE_IDS, SETS, make_aurora_db, small_led
 from routes import ROLE_COLORS, Grammar, load_meta
 
 LED_COLORS = dict(start='00FF00', middle='00FFFF', finish='FF00FF', foot='FFA500')  # the Kilter app's
+
+
+# what the database says a wall is and how it is lit, read here with SQL rather than with boardgpt's Wall
+
+def db_wall(db, size_id, sets=None, layout_id=1):
+    """The placements of a layout on one size (an LED row there, inside its edges), in the given
+    hold sets (None: any)."""
+    with closing(sqlite3.connect(db)) as con:
+        rows = con.execute(
+            "SELECT p.id, p.set_id FROM placements p JOIN holes h ON h.id = p.hole_id "
+            "JOIN leds l ON l.hole_id = p.hole_id JOIN product_sizes z ON z.id = l.product_size_id "
+            "WHERE p.layout_id = ? AND z.id = ? AND h.x > z.edge_left AND h.x < z.edge_right "
+            "AND h.y > z.edge_bottom AND h.y < z.edge_top", (layout_id, size_id)).fetchall()
+    return {p for p, s in rows if sets is None or s in sets}
+
+
+def db_writes(db, size_id, route, api=3, layout_id=1):
+    """The BLE writes (hex) that light a route string on one size: placement -> hole -> that size's
+    leds.position, colour placement_roles.led_color of the role, holds in the order they are lit
+    (by role in the app's order, then bottom to top, then left to right)."""
+    with closing(sqlite3.connect(db)) as con:
+        where = {p: (pos, y, x) for p, pos, x, y in con.execute(
+            "SELECT p.id, l.position, h.x, h.y FROM placements p JOIN holes h ON h.id = p.hole_id JOIN leds l "
+            "ON l.hole_id = p.hole_id WHERE p.layout_id = ? AND l.product_size_id = ?", (layout_id, size_id))}
+        roles = {r: (order, colour) for r, order, colour in
+                 con.execute("SELECT id, position, led_color FROM placement_roles")}
+    holds = sorted(((int(p), int(r)) for p, r in re.findall(r'p(\d+)r(\d+)', route)),
+                   key=lambda h: (roles[h[1]][0], where[h[0]][1:]))
+    frames = lights.aurora_frames([(where[p][0], roles[r][1]) for p, r in holds], api)
+    return [w.hex() for w in lights.ble_writes(frames)]
+
+
+def placements(route):
+    return {int(p) for p in re.findall(r'p(\d+)r\d+', route)}
 
 
 def served_models(tmp_path_factory):
@@ -46,10 +81,10 @@ class Server:
     """serve.py in a subprocess on a free port; its log (stderr) goes to a file, so a chatty
     server never blocks on a full pipe."""
 
-    def __init__(self, log_path, *args):
+    def __init__(self, log_path, *args, config='config/tiny.py'):
         self.log_path = log_path
         self.log = open(log_path, 'w')
-        self.proc = subprocess.Popen([sys.executable, 'serve.py', 'config/tiny.py', '--port=0', *args], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, 'serve.py', config, '--port=0', *args], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env=dict(os.environ, OMP_NUM_THREADS='1'))
         line = self.proc.stdout.readline()  # the address, or '' if it stopped
@@ -97,11 +132,14 @@ def server(tmp_path_factory):
     s = Server(str(tmp_path_factory.mktemp('log') / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/gen',
                f'--grade_dir={root}/grade', '--timeout=1.5')
     s.grammar = Grammar(load_meta(os.path.join(root, 'tiny')))
+    s.db = os.path.join(root, 'tiny.db')
     yield s
     s.stop()
 
 
 ROUTE = 'p1002r12p1020r13p1029r13p1044r14'  # start, two hands, finish: a complete tiny route
+SMALL_ROUTE = 'p1007r12p1013r13p1019r13p1031r14'  # one on the 4 x 5 (size 11), bolt-ons (set 1) only
+SMALL = 'Tiny Layout 4 x 5'  # its title; p1002 is below it, p1008 on it but a screw-on
 
 
 def test_board(server):
@@ -115,6 +153,26 @@ def test_board(server):
     assert info['models'] == dict(generator=True, grader=1) and info['missing'] == {}
     assert info['bluetooth']['aurora']['filters'] == [{'services': [lights.AURORA_ADVERTISED_UUID]}]
     assert info['bluetooth']['aurora']['writes'][0]['characteristic'] == lights.AURORA_WRITE_UUID
+
+
+def test_board_walls(server):
+    """GET /api/board: every size with its holds and edges, whether it can be lit and whether any
+    route fits it; the hold sets, each hold's set and the server's own wall, as the database has them."""
+    board = call(server.port, 'GET', '/api/board')[1]['boards'][0]
+    sizes = {s['id']: s for s in board['sizes']}
+    assert [(s['id'], s['name']) for s in board['sizes']] == [(10, '6 x 8'), (11, '4 x 5'), (12, '1 x 2')]
+    assert set(sizes[10]['holds']) == db_wall(server.db, 10) and len(sizes[10]['holds']) == 47
+    assert set(sizes[11]['holds']) == db_wall(server.db, 11) and len(sizes[11]['holds']) == 20
+    assert sizes[11]['edges'] == [12, 44, 12, 52] and len(sizes[12]['holds']) == 1
+    assert [s['lights'] for s in board['sizes']] == [True, True, False]  # size 12 has no LED rows
+    assert sizes[10]['problem'] is None and sizes[11]['problem'] is None
+    assert "the wall Tiny Layout 1 x 2 has 1 of this board's holds" in sizes[12]['problem']
+    assert board['sets'] == [dict(id=i, name=n) for i, n in SETS.items()]
+    with closing(sqlite3.connect(server.db)) as con:
+        in_db = dict(con.execute("SELECT id, set_id FROM placements WHERE layout_id = 1"))
+    assert dict(map(tuple, board['hold_set'])) == {p: in_db[p] for p, _, _ in board['holds']}
+    assert board['wall'] == dict(size=10, size_name='6 x 8', sets=None, set_names=None, title='Tiny Layout 6 x 8',
+                                 holds=47)
 
 
 def test_page_files(server):
@@ -176,16 +234,119 @@ def test_check(server):
 
 
 def test_lights(server):
-    board = server.grammar.boards['tiny']
-    holds = server.grammar.parse('tiny', ROUTE)
     for extra, api in ((dict(device='Kilter Board#12AB@3'), 3), (dict(device='Kilter Board#12AB'), 2),
                        (dict(api=3), 3), ({}, 2)):  # the level from the device's name, or given, or 2
         status, out, _ = post(server.port, '/api/lights', dict(board='tiny', route=ROUTE, **extra))
-        packets = lights.route_packets(dict(board, led_api=api), holds)
-        assert status == 200 and out['api'] == api
-        assert out['packets'] == [p.hex() for p in packets]
-        assert out['writes'] == [w.hex() for w in lights.ble_writes(packets)]
-        assert out['bytes'] == sum(map(len, packets)) and all(len(w) <= 40 for w in out['writes'])
+        writes = db_writes(server.db, 10, ROUTE, api)  # the configured size's LED rows
+        assert status == 200 and out['api'] == api and out['writes'] == writes
+        assert ''.join(out['packets']) == ''.join(writes) and out['wall']['size'] == 10
+        assert out['bytes'] == len(''.join(writes)) // 2 and all(len(w) <= 40 for w in out['writes'])
+
+
+def test_lights_on_a_size(server):
+    """Each size numbers its LEDs: on the 4 x 5 the bytes are those of its own leds rows (500 - i),
+    not the 6 x 8's."""
+    for api in (2, 3):
+        status, out, _ = post(server.port, '/api/lights', dict(route=SMALL_ROUTE, api=api, size=11))
+        assert status == 200 and out['wall']['size'] == 11
+        assert out['writes'] == db_writes(server.db, 11, SMALL_ROUTE, api) != db_writes(server.db, 10, SMALL_ROUTE, api)
+    payload = bytes.fromhex(out['packets'][0])[5:-1]  # v3: SOH, length, checksum, STX, command, 3 bytes a hold, ETX
+    assert [payload[i] + 256 * payload[i + 1] for i in range(0, len(payload), 3)] == \
+        [small_led(p - 1000) for p in (1007, 1013, 1019, 1031)]  # placement 1000 + i is the grid's i-th
+
+
+WALL = dict(size=11, sets=[1])  # the 4 x 5 with its bolt-ons only
+
+
+def test_routes_on_a_wall(server):
+    """Every route generated or completed on the small wall uses only its holds, by the database
+    (size 11's LED rows, placements.set_id), and so does the nearest known climb given with it."""
+    on = db_wall(server.db, 11, {1})
+    assert 3 < len(on) < 20
+    with closing(sqlite3.connect(server.db)) as con:
+        frames = dict(con.execute("SELECT uuid, frames FROM climbs"))
+    ask = dict(angle=40, count=16, best_of=2, seed=3)
+    status, out, _ = post(server.port, '/api/generate', dict(ask, **WALL))
+    assert status == 200 and len(out['routes']) == 16
+    assert out['wall'] == dict(size=11, size_name='4 x 5', sets=[1], set_names=['Bolt Ons'], title=f'{SMALL}, Bolt Ons',
+                               holds=len(on))
+    status, done, _ = post(server.port, '/api/complete', dict(angle=40, route='p1007r12', count=6, **WALL))
+    assert status == 200 and len(done['routes']) == 6 and done['wall'] == out['wall']
+    for r in out['routes'] + done['routes']:
+        assert placements(r['route']) <= on and {p for p, _ in r['holds']} <= on, r['route']
+        assert placements(frames[r['nearest']['climb_id']]) <= on  # one the climber can do instead
+    assert all([1007, 'start'] in r['holds'] for r in done['routes'])
+    named = post(server.port, '/api/generate', dict(ask, size='4 x 5', sets='bolt ons'))
+    assert named[1]['wall'] == out['wall'] and named[1]['routes'] == out['routes']  # by name, the same wall
+    status, graded, _ = post(server.port, '/api/grade', dict(route=SMALL_ROUTE, angle=40, **WALL))
+    assert status == 200 and placements(frames[graded['nearest']['climb_id']]) <= on
+    whole = post(server.port, '/api/grade', dict(route=SMALL_ROUTE, angle=40, size='', sets=[]))[1]
+    assert whole['wall']['title'] == 'Tiny Layout 6 x 8' and whole['difficulty'] == graded['difficulty']
+
+
+def test_holds_off_the_wall(server):
+    """A hold the wall lacks: a 400 naming the hold and the wall where routes are asked of it; where
+    a route is being set (check) it is the problem shown, as a broken rule is."""
+    below, screw_on = f'hold p1002 is not on the wall {SMALL}', f'hold p1008 is not on the wall {SMALL}, Bolt Ons'
+    cases = [('/api/generate', dict(angle=40, prompt='p1002r12', size=11), below),
+             ('/api/generate', dict(angle=40, prompt='p1008r12', **WALL), screw_on),
+             ('/api/complete', dict(angle=40, route='p1007r12p1044r14', size=11), 'hold p1044 is not on the wall'),
+             ('/api/grade', dict(route=ROUTE, angle=40, size=11), below),
+             ('/api/grade', dict(route=ROUTE, angle='all', size='4 x 5'), below),
+             ('/api/lights', dict(route=SMALL_ROUTE.replace('p1013', 'p1008'), **WALL), screw_on)]
+    for path, body, words in cases:
+        status, out, _ = post(server.port, path, body)
+        assert status == 400 and words in out['error'] and '\n' not in out['error'], (path, out)
+    status, out, _ = post(server.port, '/api/check', dict(holds=[[1007, 'start'], [1008, 'middle']], **WALL))
+    assert status == 200 and out['route'] == 'p1007r12p1008r13' and out['wall']['sets'] == [1]
+    assert out['problem'] == out['prompt_problem'] == screw_on
+    assert not out['complete'] and not out['can_complete']
+    out = post(server.port, '/api/check', dict(route=SMALL_ROUTE, **WALL))[1]
+    assert out['complete'] and out['problem'] is None
+
+
+BAD_WALLS = [  # (wall fields, words): each endpoint refuses them with one line naming what there is
+    (dict(size=99), "Tiny Layout has no size '99': its sizes are 10 '6 x 8', 11 '4 x 5', 12 '1 x 2'"),
+    (dict(size='7 x 10'), "has no size '7 x 10'"),
+    (dict(sets=['Glue']), "has no hold set 'Glue': its hold sets are 1 'Bolt Ons', 2 'Screw Ons'"),
+    (dict(sets='1,3'), "has no hold set '3'"),
+    (dict(size=12), "the wall Tiny Layout 1 x 2 has 1 of this board's holds; a route needs at least 3"),
+    (dict(size=11.0), "field 'size' must be a whole number or a string"),
+    (dict(sets=[True]), "field 'sets' must be a list of hold set ids or names"),
+    (dict(sets={'id': 1}), "field 'sets' must be a list or a string"),
+    (dict(sets=['Bolt Ons', 'x' * 500]), "in at most 100 characters"),  # not echoed back whole
+]
+ON_EACH = {'/api/check': dict(route=SMALL_ROUTE), '/api/generate': dict(angle=40),
+           '/api/complete': dict(angle=40, route='p1007r12'), '/api/grade': dict(route=SMALL_ROUTE, angle=40),
+           '/api/lights': dict(route=SMALL_ROUTE)}
+
+
+@pytest.mark.parametrize('wall, words', BAD_WALLS, ids=[json.dumps(w)[:40] for w, _ in BAD_WALLS])
+def test_bad_wall(server, wall, words):
+    for path, body in ON_EACH.items():
+        status, out, _ = post(server.port, path, dict(body, **wall))
+        assert status == 400 and words in out['error'] and '\n' not in out['error'], (path, out)
+
+
+def test_server_wall(server, tmp_path):
+    """--size and --sets: the wall of every request that names none, and the page's first wall."""
+    root = os.path.dirname(server.db)
+    s = Server(str(tmp_path / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/gen', f'--grade_dir={root}/grade',
+               '--size=4 x 5', '--sets=Bolt Ons')
+    try:
+        on = db_wall(server.db, 11, {1})
+        board = call(s.port, 'GET', '/api/board')[1]['boards'][0]
+        assert board['wall'] == dict(size=11, size_name='4 x 5', sets=[1], set_names=['Bolt Ons'],
+                                     title=f'{SMALL}, Bolt Ons', holds=len(on))
+        out = post(s.port, '/api/generate', dict(angle=40, count=8, best_of=1))[1]
+        assert out['wall'] == board['wall'] and all(placements(r['route']) <= on for r in out['routes'])
+        lit = post(s.port, '/api/lights', dict(route=SMALL_ROUTE))[1]
+        assert lit['writes'] == db_writes(server.db, 11, SMALL_ROUTE, 2)
+        assert 'not on the wall' in post(s.port, '/api/check', dict(route=ROUTE))[1]['problem']
+        out = post(s.port, '/api/lights', dict(route=ROUTE, size=10, sets=''))[1]  # a request's own wall wins
+        assert out['writes'] == db_writes(server.db, 10, ROUTE, 2) and out['wall']['title'] == 'Tiny Layout 6 x 8'
+    finally:
+        s.stop()
 
 
 BAD = [  # (path, body, status, words in the error) -- one of each kind of mistake a client can make
@@ -292,8 +453,8 @@ def test_concurrent_clients(server):
     errors, done = [], []
     requests = [('/api/generate', dict(angle=40, grade='6c', count=2, best_of=2)),
                 ('/api/grade', dict(route=ROUTE, angle=30)),
-                ('/api/check', dict(holds=[[1002, 'start'], [1044, 'finish']])),
-                ('/api/lights', dict(route=ROUTE, api=3))]
+                ('/api/check', dict(holds=[[1002, 'start'], [1044, 'finish']], size=11, sets=[1])),
+                ('/api/lights', dict(route=SMALL_ROUTE, api=3, size='4 x 5'))]
 
     def client(k):
         for i in range(25):
@@ -329,6 +490,7 @@ def test_without_models_or_led_colours(tiny, tmp_path):
     try:
         info = call(s.port, 'GET', '/api/board')[1]
         assert info['models'] == dict(generator=False, grader=0) and info['boards'][0]['lights'] is False
+        assert not any(size['lights'] for size in info['boards'][0]['sizes'])  # LED rows, but no colours
         for path, body in (('/api/generate', {'angle': 40}), ('/api/complete', {'angle': 40, 'route': 'p1002r12'})):
             status, out, _ = post(s.port, path, body)
             assert status == 503 and 'train' in out['error']
@@ -345,3 +507,8 @@ def test_command_line_errors(tiny):
     assert 'port must be 0..65535' in error_line(run('serve.py', 'config/tiny.py', '--port=70000', check=False))
     proc = run('serve.py', 'config/tiny.py', '--data_root=/nonexistent', check=False)
     assert 'prepare the data first' in error_line(proc)
+    for wall, words in (('--size=99', "no size '99': its sizes are 10 '6 x 8', 11 '4 x 5', 12 '1 x 2'"),
+                        ('--sets=Glue', "no hold set 'Glue': its hold sets are 1 'Bolt Ons', 2 'Screw Ons'"),
+                        ('--size=1 x 2', 'a route needs at least 3')):
+        proc = run('serve.py', 'config/tiny.py', f"--data_root={tiny['root']}", wall, check=False)
+        assert words in error_line(proc)

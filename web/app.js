@@ -7,8 +7,8 @@ const LABELS = {middle: 'hand'};  // what setters call a middle hold
 const NO_BLUETOOTH = 'This browser has no Web Bluetooth (Safari on iPhone and iPad, Firefox), so it cannot ' +
   'light the board: use Chrome or Edge on a computer or on Android.';
 const $ = (id) => document.getElementById(id);
-const S = {info: null, board: null, holds: [], route: '', check: null, routes: [], picked: -1, seq: 0, busy: false,
-  link: null};
+const S = {info: null, board: null, wall: null, view: null, holds: [], route: '', check: null, routes: [], picked: -1,
+  gallery: '', seq: 0, busy: false, link: null};
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
@@ -56,7 +56,7 @@ function drawBoard(b, holds, big) {
   node('svg:rect', {class: 'board', width: fmt(w), height: fmt(h), rx: fmt(G.corner * p), fill: style.board}, svg);
   if (gutter) {
     const size = fmt(G.label * p), seen = new Set();
-    for (const [name, x, y] of b.holds) {
+    for (const [name, x, y] of b.grid) {  // the whole grid's letters and numbers, whatever the wall lacks
       const col = String(name).replace(/\d+$/, '');
       if (!seen.has(col)) node('svg:text', {x: X(x), y: fmt(0.6 * gutter), 'font-size': size, fill: style.labels,
         'text-anchor': 'middle'}, svg, col);
@@ -85,7 +85,7 @@ function drawBoard(b, holds, big) {
 
 function drawMain() {
   const view = $('view');
-  view.replaceChildren(drawBoard(S.board, S.holds, true));
+  view.replaceChildren(drawBoard(S.view, S.holds, true));
   view.dataset.holds = S.holds.length;
 }
 
@@ -110,7 +110,7 @@ function cycle(name) {
   const i = S.holds.findIndex(([p]) => String(p) === name);
   const next = roles[(roles.indexOf(i < 0 ? null : S.holds[i][1]) + 1) % roles.length];
   const holds = S.holds.filter(([p]) => String(p) !== name);
-  const placement = S.board.holds.find(([p]) => String(p) === name)[0];
+  const placement = S.view.holds.find(([p]) => String(p) === name)[0];  // only the wall's holds have targets
   if (next) holds.push([placement, next]);
   S.picked = -1;
   markPicked();
@@ -127,7 +127,7 @@ async function setHolds(holds, note = '') {
   enable();
   const seq = ++S.seq;
   try {
-    const c = await api('/api/check', {board: S.board.name, holds, angle: angleNow()});
+    const c = await api('/api/check', {board: S.board.name, holds, angle: angleNow(), ...wallBody()});
     if (seq !== S.seq) return;  // a later edit's answer is coming
     S.check = c;
     S.route = c.route;
@@ -162,13 +162,16 @@ function enable() {
   $('generate').disabled = S.busy || !m.generator;
   $('grade-button').disabled = S.busy || !m.grader || !c || !c.complete;
   $('complete').disabled = S.busy || !m.generator || !n || !c || !c.can_complete;
-  $('light').disabled = S.busy || !n || !S.board.lights;
+  $('light').disabled = S.busy || !n || !S.view.lights;
   for (const id of ['copy', 'share', 'clear']) $(id).disabled = !n;
+  for (const e of document.querySelectorAll('#size, #sets input')) e.disabled = S.busy;  // routes come for one wall
 }
 
 function syncUrl() {
   const q = new URLSearchParams({board: S.board.name});
   if (S.board.angle_known) q.set('angle', $('angle').value);
+  q.set('size', S.wall.size);
+  q.set('sets', S.wall.sets ? S.wall.sets.join(',') : 'all');
   if (S.route) q.set('route', S.route);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
@@ -193,12 +196,13 @@ async function withModel(label, work) {
 function showRoutes(routes, title) {
   S.routes = routes;
   S.picked = -1;
+  S.gallery = title;
   $('gallery-meta').textContent = routes.length ? `${title} · click one to see it big` : '';
   const thumbs = $('thumbs');
   thumbs.replaceChildren();
   routes.forEach((r, i) => {
     const b = node('button', {class: 'thumb', type: 'button', 'data-index': i, title: r.route}, thumbs);
-    b.appendChild(drawBoard(S.board, r.holds, false));
+    b.appendChild(drawBoard(S.view, r.holds, false));
     const grade = (r.predicted || r.asked || {name: '?'}).name;  // the model's opinion where there is one
     node('span', {class: 'thumb-caption'}, b, `${grade} · ${r.holds.length} holds${r.copy ? ' · known' : ''}`);
     b.addEventListener('click', () => pick(i));
@@ -221,7 +225,8 @@ function generate(event) {
   event.preventDefault();
   const count = Number($('count').value);
   return withModel('Generating…', async () => {
-    const r = await api('/api/generate', {board: S.board.name, angle: angleNow(), grade: gradeNow(), count});
+    const r = await api('/api/generate', {board: S.board.name, angle: angleNow(), grade: gradeNow(), count,
+      ...wallBody()});
     const where = S.board.angle_known ? `at ${r.angle}°` : 'angle unknown';
     showRoutes(r.routes, `${r.routes.length} ${where}, ${$('grade').selectedOptions[0].textContent}`);
     say('status', `${r.routes.length} routes (seed ${r.seed}, best of ${r.best_of}).`, 'ok');
@@ -231,7 +236,7 @@ function generate(event) {
 function complete() {
   return withModel('Completing…', async () => {
     const r = await api('/api/complete', {board: S.board.name, angle: angleNow(), grade: gradeNow(),
-      route: S.route, count: Number($('count').value)});
+      route: S.route, count: Number($('count').value), ...wallBody()});
     showRoutes(r.routes, `${r.routes.length} completions of your ${S.holds.length} holds`);
     say('status', `${r.routes.length} completions, each keeps your ${S.holds.length} holds.`, 'ok');
   });
@@ -239,7 +244,7 @@ function complete() {
 
 function grade() {
   return withModel('Grading…', async () => {
-    const g = await api('/api/grade', {board: S.board.name, route: S.route, angle: angleNow()});
+    const g = await api('/api/grade', {board: S.board.name, route: S.route, angle: angleNow(), ...wallBody()});
     $('grade-card').hidden = false;
     $('grade-big').textContent = gradeName(g);
     $('grade-num').textContent = `difficulty ${g.difficulty.toFixed(1)}`;
@@ -304,7 +309,7 @@ async function light() {
       link = S.link = {board: b.name, device, ...(await writer(server, bt.writes))};
       say('light-status', `Connected to ${device.name || 'the board'}.`, 'ok');
     }
-    const r = await api('/api/lights', {board: b.name, route: S.route, device: link.device.name || ''});
+    const r = await api('/api/lights', {board: b.name, route: S.route, device: link.device.name || '', ...wallBody()});
     for (const hex of r.writes) {
       const bytes = new Uint8Array(hex.match(/../g).map((h) => parseInt(h, 16)));
       if (link.response) await link.ch.writeValueWithResponse(bytes);
@@ -330,10 +335,131 @@ async function writer(server, writes) {  // the first of the board's known LED c
 }
 
 function lightsNote() {
-  if (!S.board.lights) return say('light-status', `${S.board.title} has no LED map in its data, so it cannot be lit from here.`, 'muted');
+  if (!S.view.lights) return say('light-status', `${S.view.title} has no LED map in its data, so it cannot be lit from here.`, 'muted');
   if (!window.isSecureContext) return say('light-status', 'Bluetooth needs this page on localhost or over HTTPS.', 'warn');
   if (!navigator.bluetooth) return say('light-status', NO_BLUETOOTH, 'warn');
   say('light-status', 'Light sends the route to the board\'s LEDs over Bluetooth (Chrome, Edge, Android).', 'muted');
+}
+
+// ---------------------------------------------------------------------------------------------
+// the climber's wall: a size of the board and the hold sets mounted on it. Chosen once and kept, in
+// the address bar (so a shared link reproduces it) and in this browser's storage; the link wins
+
+const wallBody = (w = S.wall) => ({size: w.size, sets: w.sets || []});  // [] asks for every set
+const holdName = (p) => (S.board.format === 'aurora' ? `p${p}` : String(p));
+const onWall = ([p]) => S.onWall.has(String(p));
+const storeKey = (b) => `boardgpt:wall:${S.info.dataset}:${b.name}`;
+
+function findItem(items, text) {  // a size or set by id or name, as the server takes them
+  const t = String(text).trim().toLowerCase();
+  return items.find((it) => String(it.id).toLowerCase() === t || String(it.name).trim().toLowerCase() === t);
+}
+
+function wallOf(b, size, sets) {  // ids or names (null: the server's wall's) -> {size, sets}, or null if one is unknown
+  const s = size === null || size === undefined || size === '' ? b.wall.size : (findItem(b.sizes, size) || {}).id;
+  let picked = b.wall.sets;
+  if (sets !== null && sets !== undefined) {
+    const names = (Array.isArray(sets) ? sets : String(sets).split(',')).map(String).filter((x) => x.trim());
+    const all = !names.length || (names.length === 1 && names[0].trim().toLowerCase() === 'all');
+    picked = all ? null : names.map((x) => (findItem(b.sets, x) || {}).id);
+  }
+  const known = b.sizes.find((x) => x.id === s);
+  if (!known || known.problem || (picked && picked.includes(undefined))) return null;  // a problem: no route fits
+  const order = (x, y) => String(x).localeCompare(String(y), undefined, {numeric: true});
+  picked = picked && [...new Set(picked)].sort(order);
+  return {size: s, sets: picked && picked.length < b.sets.length ? picked : null};  // every set checked: all of them
+}
+
+function storedWall(b) {
+  try {
+    const w = JSON.parse(localStorage.getItem(storeKey(b)) || 'null');
+    return w && wallOf(b, w.size, w.sets || 'all');
+  } catch (e) { return null; }  // storage switched off, or not ours
+}
+
+function storeWall() {
+  try { localStorage.setItem(storeKey(S.board), JSON.stringify(S.wall)); } catch (e) { /* the link still carries it */ }
+}
+
+function wallView(b, w) {  // the board as this wall has it: its holds only, within its size's edges
+  const size = b.sizes.find((s) => s.id === w.size);
+  const onSize = new Set(size.holds.map(String)), sets = w.sets && new Set(w.sets.map(String));
+  const setOf = new Map(b.hold_set.map(([p, s]) => [String(p), String(s)]));
+  const holds = b.holds.filter(([p]) => onSize.has(String(p)) && (!sets || sets.has(setOf.get(String(p)))));
+  const edges = size.edges.map((e, i) => (i % 2 ? Math.min : Math.max)(e, b.edges[i]));
+  return {...b, holds, edges, grid: b.holds, lights: size.lights};
+}
+
+function fillWall() {  // the picker shows the wall in use
+  const b = S.board;
+  fillSelect('size', b.sizes.map((s) => [s.id, s.problem ? `${s.name} (too small)` : s.name]), S.wall.size);
+  b.sizes.forEach((s, i) => {  // a size no route fits cannot be picked; its option says why
+    const option = $('size').options[i];
+    option.disabled = Boolean(s.problem);
+    if (s.problem) option.title = s.problem;
+  });
+  $('size').hidden = b.sizes.length < 2;  // the MoonBoard has one size: only its sets to choose
+  const box = $('sets');
+  box.replaceChildren();
+  b.sets.forEach((s, i) => {
+    const label = node('label', {class: 'set'}, box);
+    const input = node('input', {type: 'checkbox', 'data-index': i}, label);
+    input.checked = !S.wall.sets || S.wall.sets.includes(s.id);
+    node('span', {}, label, s.name);
+  });
+  box.hidden = b.sets.length < 2;
+  $('wall-field').hidden = b.sizes.length < 2 && b.sets.length < 2;
+}
+
+function pickedWall() {  // what the picker says
+  const b = S.board, boxes = [...document.querySelectorAll('#sets input')];
+  const sets = b.sets.filter((s, i) => !boxes.length || boxes[i].checked).map((s) => s.id);
+  const size = b.sizes.find((s) => String(s.id) === $('size').value).id;
+  return {size, sets: sets.length < b.sets.length ? sets : null};
+}
+
+async function useWall(wall) {  // true once the server takes the wall (it refuses one no route fits, saying why)
+  let c;
+  try {
+    c = await api('/api/check', {board: S.board.name, holds: [], ...wallBody(wall)});
+  } catch (e) {
+    say('status', `Wall not changed: ${e.message}`, 'error');
+    if (S.wall) fillWall();  // back to the wall in use
+    return false;
+  }
+  S.wall = wall;
+  S.view = {...wallView(S.board, wall), title: c.wall.title};
+  S.onWall = new Set(S.view.holds.map(([p]) => String(p)));
+  fillWall();
+  $('wall-holds').textContent = `${c.wall.holds} holds`;
+  lightsNote();
+  return true;
+}
+
+async function openWall(asked) {  // the wall asked for, else the server's own for this board
+  if (!asked || !(await useWall(asked))) await useWall(wallOf(S.board, null, null));
+}
+
+function setOnWall(holds, note = '') {  // a route from elsewhere (a link, another wall): only the holds this wall has
+  const off = holds.filter((h) => !onWall(h));
+  if (off.length) note = `Taken off the route, not on your wall: ${off.map(([p]) => holdName(p)).join(', ')}.`;
+  return setHolds(holds.filter(onWall), note);
+}
+
+async function changeWall() {
+  const wall = pickedWall();
+  if (wall.sets && !wall.sets.length) {
+    fillWall();
+    return say('status', 'A wall has at least one hold set: check another before unchecking this one.', 'warn');
+  }
+  if (!(await useWall(wall))) return;
+  storeWall();
+  say('status', `Your wall: ${S.view.title}, ${S.view.holds.length} holds.`, 'ok');
+  const fits = S.routes.filter((r) => r.holds.every(onWall));  // routes for another wall go; those that fit stay
+  showRoutes(fits, fits.length < S.routes.length ? `${fits.length} of ${S.routes.length} fit this wall` : S.gallery);
+  const graded = !$('grade-card').hidden && S.holds.every(onWall);
+  await setOnWall(S.holds, $('route-meta').textContent);
+  if (graded) grade();  // again: the nearest known climb is one that fits the wall
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,8 +490,8 @@ function useBoard(name, angle) {
   fillSelect('angle', angles, asked ? Number(angle) : fallback);
   $('angle').disabled = !S.board.angle_known;
   S.routes = [];
+  S.wall = null;  // each board has its own walls: openWall() picks one
   drawLegend();
-  lightsNote();
 }
 
 async function start() {
@@ -382,9 +508,23 @@ async function start() {
   fillSelect('count', [4, 6, 8, 12, 24].filter((n) => n <= info.limits.count).map((n) => [n, n]), info.defaults.count);
   useBoard(q.get('board'), q.get('angle'));
   if (Object.keys(info.missing).length) say('status', Object.values(info.missing).join(' '), 'warn');  // what is switched off
+  const linked = q.has('size') || q.has('sets');
+  const asked = linked ? wallOf(S.board, q.get('size'), q.get('sets')) : storedWall(S.board);
+  if (linked && !asked) {
+    say('status', `The link's wall (size ${q.get('size')}, sets ${q.get('sets')}) is not one of this board's.`, 'warn');
+  }
+  await openWall(asked);
 
   $('controls').addEventListener('submit', generate);
-  $('board').addEventListener('change', () => { useBoard($('board').value); showRoutes([], ''); setHolds([]); });
+  $('board').addEventListener('change', async () => {
+    useBoard($('board').value);
+    showRoutes([], '');
+    S.holds = [];
+    await openWall(storedWall(S.board));
+    setHolds([]);
+  });
+  $('size').addEventListener('change', changeWall);
+  $('sets').addEventListener('change', changeWall);  // a checkbox's change bubbles up
   $('angle').addEventListener('change', () => {  // the nearest climb's grade, and any grade shown, are per angle
     const graded = !$('grade-card').hidden;
     setHolds(S.holds, $('route-meta').textContent).then(() => graded && grade());
@@ -403,8 +543,8 @@ async function start() {
   const route = q.get('route');
   if (!route) return setHolds([]);
   try {  // a shared link: the server reads the route string, as it reads any other
-    const c = await api('/api/check', {board: S.board.name, route});
-    setHolds(c.holds);
+    const c = await api('/api/check', {board: S.board.name, route, ...wallBody()});
+    setOnWall(c.holds);
   } catch (e) {
     await setHolds([]);
     say('status', `The link's route was not read: ${e.message}`, 'error');
