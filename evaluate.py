@@ -13,8 +13,8 @@ Writes out/<dataset>/report/report.json and report.html (self-contained: inline 
   model puts nearest the asked grade kept, known climbs dropped), then validity, distinct and copy
   rates, novelty (Jaccard distance to the nearest training route), grade consistency, realism
   against the real test routes (or --split=val or all; Jensen-Shannon divergences, shape
-  statistics, Fréchet distance of grade-model embeddings); the same for a frequency baseline that samples holds from their
-  frequencies given board, angle and grade under the same grammar. Grade consistency is judged by
+  statistics, Fréchet distance of grade-model embeddings); the same for a frequency baseline that
+  samples holds from their frequencies given board, angle and grade under the same grammar. Grade consistency is judged by
   a grade model that did not pick the routes (out/<dataset>/judge, trained with another seed:
   python train_grade.py <config> --seed=2 --out_dir=out/<dataset>/judge); without one, by the
   guiding model itself, and the report says so;
@@ -98,7 +98,7 @@ report_dir = report_dir or checkpoint_dir(dataset, 'report' + (f'-{wall.slug}' i
 data = {s: load_split(folder, meta, s) for s in SPLITS}
 routes = {}  # split -> decoded routes with their tokens and labels, and whether they fit the wall
 for name, rows in data.items():
-    fit = fits_wall(rows, wall) | (rows['board'] != wall.board) if wall else np.ones(len(rows['tokens']), dtype=bool)
+    fit = fits_wall(rows, wall) | (rows['board'] != wall.board) if wall else fits_wall(rows, None)  # other boards: whole
     routes[name] = [dict(grammar.decode(t), tokens=t, difficulty=d, fits=f)
                      for t, d, f in zip(rows['tokens'], rows['difficulty'], fit)]
 walls = {b['name']: wall if wall and wall.board == b['name'] else None for b in meta['boards']}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from model import sample_tokens
-from routes import CONDITIONING, END, DecodingRules, font_grade, pad, v_number
+from routes import CONDITIONING, END, DecodingRules, fits_wall, font_grade, pad, v_number
 
 
 def distinct_rate(routes):
@@ -284,7 +284,7 @@ class ClimbIndex:
     every angle it was logged at, and the sizes it fits and hold sets it uses (for nearest on a wall)."""
 
     def __init__(self, grammar, rows):
-        self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty})
+        self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty}, sizes, sets)
         for split in rows:
             names = split.get('name', [None] * len(split['tokens']))
             for tokens, climb_id, name, angle, difficulty, sizes, sets in zip(
@@ -304,6 +304,8 @@ class ClimbIndex:
             for placement, role in holds:
                 self.postings[(board, placement, role)].append(i)
         self.postings = {k: np.array(v) for k, v in self.postings.items()}
+        self.walls = dict(board=boards, sizes=[self.climbs[k]['sizes'] for k in self.keys],
+                          sets=[self.climbs[k]['sets'] for k in self.keys])  # the columns fits_wall reads
         self.on_wall = {}  # wall key -> (climbs,) bool, built on the first query on that wall
 
     def fitting(self, board, wall=None):
@@ -311,8 +313,7 @@ class ClimbIndex:
         if wall is None or wall.whole:
             return self.on_board[board]
         if wall.key not in self.on_wall:
-            self.on_wall[wall.key] = np.array([k[0] == wall.board and wall.fits(self.climbs[k]['sizes'], self.climbs[k]['sets'])
-                                               for k in self.keys], dtype=bool)
+            self.on_wall[wall.key] = fits_wall(self.walls, wall)
         return self.on_wall[wall.key]
 
     def __len__(self):

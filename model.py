@@ -624,11 +624,11 @@ def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generato
                           walls=walls)
     tokens = generate(model, prefix, rules, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     routes = []
-    for row in tokens.tolist():
+    for row, wall in zip(tokens.tolist(), walls or [None] * len(prompts)):
         row = row[:row.index(END) + 1]
         route = grammar.decode(row)
         grammar.validate(route['board'], route['holds'])  # valid by construction; checked anyway, it is cheap
-        grammar.check_on_wall(walls[len(routes)] if walls else None, route['holds'])
+        grammar.check_on_wall(wall, route['holds'])
         routes.append(dict(route, tokens=row))
     return routes
 

@@ -289,10 +289,17 @@ split_rows = {s: [] for s in SPLITS}
 for name, row, holds in kept:
     split_rows[split_of(f"{name}:{group_id[(name, frozenset(holds))]}")].append((name, row, holds))
 
-hold_sets = {b['name']: b['hold_set'] for b in board_meta}
 size_holds = {b['name']: [(s['id'], set(s['holds'])) for s in b['sizes']] for b in board_meta}
-fits = {name: (lambda holds, sizes=sizes: tuple(i for i, on in sizes if all(p in on for p, _ in holds)))
-        for name, sizes in size_holds.items()}
+hold_sets = {b['name']: b['hold_set'] for b in board_meta}
+
+
+def route_walls(name, holds):
+    """What prepare stores of a route for Wall.fits: the sizes it fits and the hold sets it uses."""
+    placements = {p for p, _ in holds}
+    return (tuple(i for i, on in size_holds[name] if placements <= on),
+            tuple(sorted({hold_sets[name].get(p) for p in placements}, key=str)))
+
+
 os.makedirs(os.path.join(data_root, dataset), exist_ok=True)
 meta['splits'] = {}
 lengths = []
@@ -313,8 +320,9 @@ for split, items in split_rows.items():
         arrays['quality'].append(row['quality'])
         arrays['climb_id'].append(row['climb_id'])
         arrays['name'].append(row['name'])
-        arrays['sizes'].append(fits[name](holds))  # the walls it fits: these sizes, with the sets it uses
-        arrays['sets'].append(tuple(sorted({hold_sets[name].get(p) for p, _ in holds}, key=str)))
+        sizes, sets_used = route_walls(name, holds)  # the walls it fits: these sizes, with these sets
+        arrays['sizes'].append(sizes)
+        arrays['sets'].append(sets_used)
     arrays['offset'].append(len(tokens))  # end sentinel: route i is tokens[offset[i]:offset[i+1]]
     assert len(grammar.itos) < 2 ** 16
     path = os.path.join(data_root, dataset, f'{split}.bin')
@@ -350,8 +358,7 @@ groups = Counter(n for (n, _), _c in Counter((n, frozenset(h)) for n, _, h in ke
 print(f"{'  distinct hold sets':36}" + ''.join(f"{groups[b['name']]:>12,}" for b in board_meta))
 for b in board_meta:  # the walls: how many kept rows fit each size, and use each set alone
     name = b['name']
-    rows = [(fits[name](holds), {hold_sets[name].get(p) for p, _ in holds}, row['climb_id'])
-            for n, row, holds in kept if n == name]
+    rows = [(*route_walls(name, holds), row['climb_id']) for n, row, holds in kept if n == name]
     print(f"\nwalls of {b['title']} (kept rows that fit; --size= and --sets= name them by id or name)")
     def count(keep):
         return f"{sum(map(keep, rows)):>10,} rows, {len({r[2] for r in rows if keep(r)}):>7,} climbs"
@@ -360,15 +367,14 @@ for b in board_meta:  # the walls: how many kept rows fit each size, and use eac
         print(f"{label:48}{count(lambda r: s['id'] in r[0])}  ({len(s['holds'])} holds, {len(s['leds'])} LEDs)")
     for s in b['sets']:
         label = f"  only set {s['id']} {s['name']!r}"
-        print(f"{label:48}{count(lambda r: r[1] == {s['id']})}  ({sum(v == s['id'] for v in b['hold_set'].values())} holds)")
+        print(f"{label:48}{count(lambda r: r[1] == (s['id'],))}  ({sum(v == s['id'] for v in b['hold_set'].values())} holds)")
     if set_conflicts[name]:
         print(f"  holds whose set the problems disagree on (the set mounted for most of them taken): {set_conflicts[name]}")
     unset = len(b['holds']) - len(b['hold_set'])
     if unset and b['sets']:
         print(f"  holds in no set (no route uses them; on the board, on no wall that names its sets): {unset}")
 if wall:
-    fitting = sum(wall.fits(fits[wall.board](holds), {hold_sets[wall.board].get(p) for p, _ in holds})
-                  for n, _, holds in kept if n == wall.board)
+    fitting = sum(wall.fits(*route_walls(n, holds)) for n, _, holds in kept if n == wall.board)
     print(f"  your wall, {wall.title}: {fitting:,} rows fit it ({len(wall.placements)} holds)")
 kinds = Counter(meta['kind'])
 print(f"\nvocabulary: {len(meta['itos']):,} tokens ({kinds['hold']:,} hold-and-role, {kinds['board']} board, "

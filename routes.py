@@ -470,16 +470,15 @@ class Wall:
     the wall. Made by Grammar.wall(), which checks what the user named."""
 
     def __init__(self, board, size, sets):
-        self.board, self.size, self.sets = board['name'], size, sets
-        named = None if sets is None else {s['id'] for s in sets}
-        self.set_ids = None if sets is None else tuple(sorted(named, key=str))
+        self.board, self.size, self.sets = board['name'], size, sets  # sets: as Grammar.wall sorted them
+        self.set_ids = None if sets is None else tuple(s['id'] for s in sets)
+        named = None if sets is None else set(self.set_ids)
         on_size = set(size['holds'])
         self.placements = frozenset(p for p, _, _ in board['holds'] if p in on_size
                                     and (named is None or board['hold_set'].get(p) in named))
         self.leds = {p: pos for p, pos in size['leds'].items() if p in self.placements}
-        self.format, self.role_colors = board['format'], board['role_colors']
         self.key = (self.board, size['id'], self.set_ids)
-        self.slug = f"size{size['id']}" + ('' if sets is None else '-sets' + '+'.join(str(s['id']) for s in sets))
+        self.slug = f"size{size['id']}" + ('' if sets is None else '-sets' + '+'.join(map(str, self.set_ids)))
         self._board = board
         self.whole = size['id'] == board['size'] and sets is None  # the board as configured
         where = board['layout_title'] + (f" {size['name']}" if size['name'] else '')
@@ -500,7 +499,8 @@ class Wall:
 
     def lighting(self, led_api=3):
         """What lights.route_packets needs to light a route on this wall: its size's LED positions."""
-        return dict(format=self.format, title=self.title, leds=self.leds, role_colors=self.role_colors, led_api=led_api)
+        return dict(format=self._board['format'], title=self.title, leds=self.leds,
+                    role_colors=self._board['role_colors'], led_api=led_api)
 
     def describe(self):
         return dict(size=self.size['id'], size_name=self.size['name'], sets=None if self.sets is None else
@@ -588,9 +588,10 @@ def _tuples(values):
 
 
 def fits_wall(rows, wall):
-    """(N,) bool: which rows of a load_split() dict fit the wall (all of them for None)."""
+    """(N,) bool: which rows of a load_split() dict (or any dict with its board, sizes and sets
+    columns) fit the wall (all of them for None)."""
     if wall is None:
-        return np.ones(len(rows['tokens']), dtype=bool)
+        return np.ones(len(rows['board']), dtype=bool)
     return np.array([b == wall.board and wall.fits(sz, st) for b, sz, st in zip(rows['board'], rows['sizes'], rows['sets'])],
                     dtype=bool)
 

@@ -8,6 +8,7 @@ made rather than with prepare.py's own code.
 import json
 import random
 import sqlite3
+from contextlib import closing
 
 from routes import GRADES
 
@@ -88,6 +89,20 @@ def random_route(rng, board):
     feet = rng.sample(feet_pool, rng.randint(0, min(4, len(feet_pool))))
     return [(p, 'start') for p in starts] + [(p, 'middle') for p in hands] + \
         [(p, 'finish') for p in finishes] + [(p, 'foot') for p in feet]
+
+
+def db_wall(db, size_id, sets=None, layout_id=1):
+    """What a database says a wall is, read with SQL rather than with boardgpt's Wall: the
+    placements of a layout inside one size's edges with an LED row on that size (any inside its
+    edges, where the size has no LED rows), in the given hold sets (None: any)."""
+    with closing(sqlite3.connect(f'file:{db}?mode=ro', uri=True)) as con:
+        inside = ("FROM placements p JOIN holes h ON h.id = p.hole_id JOIN product_sizes z ON z.id = ? "
+                  "WHERE p.layout_id = ? AND h.x > z.edge_left AND h.x < z.edge_right AND h.y > z.edge_bottom "
+                  "AND h.y < z.edge_top")
+        lit = " AND p.hole_id IN (SELECT hole_id FROM leds WHERE product_size_id = z.id)"
+        has_leds = con.execute("SELECT 1 FROM leds WHERE product_size_id = ?", (size_id,)).fetchone()
+        rows = con.execute("SELECT p.id, p.set_id " + inside + (lit if has_leds else ''), (size_id, layout_id)).fetchall()
+    return {p for p, s in rows if sets is None or s in sets}
 
 
 def frames_of(holds):

@@ -12,8 +12,8 @@ import pytest
 
 import lights
 from conftest import ROOT, run, shared
-from fixtures import grid
-from test_serve import ROUTE, SMALL_ROUTE, Server, db_wall, db_writes, placements, served_models
+from fixtures import db_wall, grid
+from test_serve import ROUTE, SMALL_ROUTE, Server, db_writes, placements, served_models
 
 try:
     from selenium import webdriver

@@ -15,25 +15,13 @@ import pytest
 
 import lights
 from conftest import ROOT, error_line, run
-from fixtures import ROLE_IDS, SETS, make_aurora_db, small_led
+from fixtures import ROLE_IDS, SETS, db_wall, make_aurora_db, small_led
 from routes import ROLE_COLORS, Grammar, load_meta
 
 LED_COLORS = dict(start='00FF00', middle='00FFFF', finish='FF00FF', foot='FFA500')  # the Kilter app's
 
 
 # what the database says a wall is and how it is lit, read here with SQL rather than with boardgpt's Wall
-
-def db_wall(db, size_id, sets=None, layout_id=1):
-    """The placements of a layout on one size (an LED row there, inside its edges), in the given
-    hold sets (None: any)."""
-    with closing(sqlite3.connect(db)) as con:
-        rows = con.execute(
-            "SELECT p.id, p.set_id FROM placements p JOIN holes h ON h.id = p.hole_id "
-            "JOIN leds l ON l.hole_id = p.hole_id JOIN product_sizes z ON z.id = l.product_size_id "
-            "WHERE p.layout_id = ? AND z.id = ? AND h.x > z.edge_left AND h.x < z.edge_right "
-            "AND h.y > z.edge_bottom AND h.y < z.edge_top", (layout_id, size_id)).fetchall()
-    return {p for p, s in rows if sets is None or s in sets}
-
 
 def db_writes(db, size_id, route, api=3, layout_id=1):
     """The BLE writes (hex) that light a route string on one size: placement -> hole -> that size's

@@ -12,7 +12,7 @@ import torch
 
 import lights as L
 from conftest import error_line, make_aurora_db, run, shared
-from fixtures import SETS, SMALL, TOO_SMALL, grid, set_of, small_led
+from fixtures import SETS, SMALL, TOO_SMALL, db_wall, grid, set_of, small_led
 from metrics import ClimbIndex
 from model import GPT, ModelConfig, sample_routes
 from routes import SPLITS, DecodingRules, END, Grammar, InputError, block_size, fits_wall, load_meta, load_split
@@ -21,22 +21,6 @@ from routes import SPLITS, DecodingRules, END, Grammar, InputError, block_size, 
 def tiny_grammar(tiny):
     meta = load_meta(os.path.join(tiny['root'], 'tiny'))
     return Grammar(meta), meta
-
-
-def db_wall(db, layout, size, sets=None):
-    """The placements a size of the database has (its leds rows, else its edges), of the sets named."""
-    con = sqlite3.connect(f'file:{db}?mode=ro', uri=True)
-    rows = con.execute("SELECT p.id FROM placements p JOIN leds l ON l.hole_id = p.hole_id "
-                       "WHERE p.layout_id = ? AND l.product_size_id = ?", (layout, size)).fetchall()
-    if not rows:
-        left, right, bottom, top = con.execute("SELECT edge_left, edge_right, edge_bottom, edge_top FROM product_sizes "
-                                               "WHERE id = ?", (size,)).fetchone()
-        rows = con.execute("SELECT p.id FROM placements p JOIN holes h ON h.id = p.hole_id WHERE p.layout_id = ? AND "
-                           "h.x > ? AND h.x < ? AND h.y > ? AND h.y < ?", (layout, left, right, bottom, top)).fetchall()
-    on = {p for (p,) in rows}
-    if sets is not None:
-        on &= {p for p, s in con.execute("SELECT id, set_id FROM placements WHERE layout_id = ?", (layout,)) if s in sets}
-    return on
 
 
 def random_gpt(grammar, seed=0):
@@ -79,7 +63,7 @@ def test_walls_by_id_or_name(tiny):
     assert whole.whole and whole.placements == {p for p, _, _ in meta['boards'][0]['holds']}
     by_name = g.wall('tiny', '4 X 5', 'bolt ons')
     assert by_name.key == g.wall('tiny', 11, [1]).key == g.wall('tiny', '11', '1').key
-    assert by_name.placements == db_wall(tiny['db'], 1, 11, {1}) & whole.placements
+    assert by_name.placements == db_wall(tiny['db'], 11, {1}) & whole.placements
     assert by_name.title == 'Tiny Layout 4 x 5, Bolt Ons' and not by_name.whole
     assert g.wall('tiny', '', 'Bolt Ons, Screw Ons').placements == whole.placements
 
@@ -101,7 +85,7 @@ def test_a_real_climb_on_the_wall_fits_it(tiny):
     g, meta = tiny_grammar(tiny)
     rows = load_split(os.path.join(tiny['root'], 'tiny'), meta, 'train')
     for size, sets in ((11, None), (10, {1}), (11, {1})):
-        on = db_wall(tiny['db'], 1, size, sets)
+        on = db_wall(tiny['db'], size, sets)
         fit = fits_wall(rows, g.wall('tiny', size, sorted(sets) if sets else ''))
         expected = [all(p in on for p, _ in g.decode(t)['holds']) for t in rows['tokens']]
         assert fit.tolist() == expected and 0 < sum(expected)
@@ -114,7 +98,7 @@ def test_rules_keep_every_route_on_the_wall_and_allow_every_real_one(tiny):
     g, meta = tiny_grammar(tiny)
     rows = load_split(os.path.join(tiny['root'], 'tiny'), meta, 'train')
     wall = g.wall('tiny', 11, 'Bolt Ons')
-    on = db_wall(tiny['db'], 1, 11, {1})
+    on = db_wall(tiny['db'], 11, {1})
     # uniformly random allowed tokens: every route ends on the wall
     B = 400
     rules = DecodingRules(g, [('tiny', [])] * B, walls=[wall] * B)
@@ -143,7 +127,7 @@ def test_rules_keep_every_route_on_the_wall_and_allow_every_real_one(tiny):
 def test_sampling_on_a_wall_with_a_prompt(tiny):
     g, meta = tiny_grammar(tiny)
     wall = g.wall('tiny', 11)
-    on = db_wall(tiny['db'], 1, 11)
+    on = db_wall(tiny['db'], 11)
     prompt = [(sorted(on)[0], 'start')]
 
     routes, _ = sample_routes(random_gpt(g), g, [('tiny', 40, 20)] * 50, [prompt] * 50,
@@ -161,7 +145,7 @@ def test_nearest_known_climb_fits_the_wall(tiny):
     rows = [load_split(folder, meta, s) for s in SPLITS]
     index = ClimbIndex(g, rows)
     wall = g.wall('tiny', 11)
-    on = db_wall(tiny['db'], 1, 11)
+    on = db_wall(tiny['db'], 11)
     rng = random.Random(0)
     climbs = [g.decode(t)['holds'] for r in rows for t in r['tokens']]
     for holds in rng.sample(climbs, 30):
@@ -190,7 +174,7 @@ def test_sample_and_grade_on_a_wall(tmp_path):
     base = ['sample.py', 'config/tiny.py', f'--data_root={data}', f'--out_dir={tmp_path}/gen',
             f'--grade_dir={tmp_path}/none']
     proc = run(*base, '--size=4 x 5', '--sets=Bolt Ons', '--num_samples=40', '--jsonl', '--lights')
-    on = db_wall(db, 1, 11, {1})
+    on = db_wall(db, 11, {1})
     leds = {p: small_led(i) for i, (p, _, _, _) in enumerate(grid())}
     for line in proc.stdout.splitlines():
         record = json.loads(line)
@@ -247,7 +231,7 @@ def test_real_walls_1000_routes_on_the_wall(real, config, source, layout, size, 
     meta = load_meta(real / config)
     g = Grammar(meta)
     wall = g.wall(config, size, sets or '')
-    on = db_wall(shared(source), layout, size, set(sets) if sets else None)
+    on = db_wall(shared(source), size, set(sets) if sets else None, layout)
     assert wall.placements == on & {p for p, _, _ in meta['boards'][0]['holds']}
     angle = 40 if meta['boards'][0]['angle_known'] else None
     routes, _ = sample_routes(random_gpt(g), g, [(config, angle, 20 + i % 6) for i in range(1000)], temperature=1.5,
