@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from torch.distributed import destroy_process_group, init_process_group
+from torch.distributed import barrier, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import check_device, load_checkpoint
@@ -227,5 +227,8 @@ def train(config, model_args, build_model, get_batch, evaluate):
     if master and (metrics is None or iter_num > start_iter and iter_num % config['eval_interval'] != 0):
         metrics = eval_and_save()
     if env['ddp']:
+        # the others wait for the master's last eval and save: a rank leaving gloo while its peer is
+        # still connected aborts ("terminate called without an active exception")
+        barrier()
         destroy_process_group()
     return raw_model, metrics
