@@ -120,10 +120,17 @@ def aurora_frames(leds, api=3, leds_per_hold=2):
     return frames
 
 
+def table_names(con):
+    """The tables of an open database, and its views (prepare.py reads a boardsesh snapshot through
+    temporary views named like the app's tables)."""
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                      "UNION SELECT name FROM sqlite_temp_master WHERE type = 'view'")}
+
+
 def read_led_map(con, product_size_id, layout_id):
     """From an open Aurora app database (read-only SELECTs): ({placement id: LED position} for this
     size and layout, {placement role id: led_color 'RRGGBB' or None}). An empty map means no LEDs known."""
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = table_names(con)
     leds, colors = {}, {}
     if {'leds', 'placements'} <= tables:
         rows = con.execute("SELECT p.id, l.position FROM placements p JOIN leds l ON l.hole_id = p.hole_id "

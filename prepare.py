@@ -17,17 +17,21 @@ holds it has and their LED positions, each hold's set, and per route the sizes i
 sets it uses; the report counts the routes that fit each size and each set alone.
 """
 
+import gzip
 import json
 import os
 import pickle
+import re
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections import Counter, defaultdict
 
 import numpy as np
 
 from configurator import configure
-from lights import read_led_map
+from lights import read_led_map, table_names
 from routes import (FONT, FONT_TO_DIFFICULTY, MAX_DIFFICULTY, MIN_DIFFICULTY, MOONBOARD_COLUMNS, MOONBOARD_ROWS,
                     SPLITS, Grammar, InputError, RouteError, block_size, build_vocab, split_of)
 
@@ -35,7 +39,8 @@ from routes import (FONT, FONT_TO_DIFFICULTY, MAX_DIFFICULTY, MIN_DIFFICULTY, MO
 # config: the boards of the dataset, and the filters
 dataset = 'kilter'  # output folder data/<dataset>/
 boards = []  # board specs, set by the config file (see config/kilter.py)
-db = ''  # read this database / JSON instead of the board's default path (single-board datasets)
+db = ''  # read this database / JSON / boardsesh snapshot instead of the board's default path (single-board datasets)
+catalog = ''  # a boardsesh climbs file's catalogue of board hardware (default: the one of its snapshot folder)
 angle_min = 0  # keep rows whose angle (where known) lies in angle_min..angle_max
 angle_max = 90
 min_ascents = 1  # keep rows with at least this many ascents (where the data counts them)
@@ -62,7 +67,7 @@ def open_aurora(path):
         fail(f"no database at {path}. {HOW_TO_GET_A_DB}")
     try:
         con = sqlite3.connect(f'file:{os.path.abspath(path)}?mode=ro', uri=True)
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = table_names(con)
     except sqlite3.DatabaseError as e:
         fail(f"{path} is not an SQLite database ({e}). {HOW_TO_GET_A_DB}")
     missing = {'climbs', 'placements', 'holes', 'layouts', 'product_sizes'} - tables
@@ -71,9 +76,29 @@ def open_aurora(path):
     return con, tables
 
 
-def read_aurora(spec, path):
-    """Board geometry and one row per (climb, angle) from an Aurora app database."""
-    con, tables = open_aurora(path)
+def listing_problem(spec, layout_id, is_draft, is_listed, frames_count, is_hidden, missing_holds):
+    """Why a climb is not one a climber can browse and climb as set (None if it is): the app's and
+    boardsesh's flags, read the same way from either."""
+    if layout_id != spec['layout_id']:
+        return 'other layout'
+    if is_draft:
+        return 'draft'
+    if not is_listed:
+        return 'unlisted'
+    if is_hidden:
+        return 'hidden'
+    if frames_count and frames_count > 1:
+        return 'animated (several frames)'
+    if missing_holds:
+        return 'missing holds'
+    return None
+
+
+def read_aurora(spec, path, con=None):
+    """Board geometry and one row per (climb, angle) from an Aurora app database (or from con, a
+    connection whose tables or views are named like the app's: a boardsesh snapshot)."""
+    own = con is None
+    con, tables = open_aurora(path) if own else (con, table_names(con))
     layout = con.execute("SELECT name, product_id FROM layouts WHERE id = ?", (spec['layout_id'],)).fetchone()
     if layout is None:
         have = [r[0] for r in con.execute("SELECT id FROM layouts")]
@@ -115,15 +140,11 @@ def read_aurora(spec, path):
                 "SELECT climb_uuid, display_difficulty, ascensionist_count, quality_average FROM climb_cache_fields"):
             stats[uuid].append((None, diff, asc, qual))
     rows = []
-    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle in con.execute(
-            "SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle FROM climbs ORDER BY uuid"):
-        problem = None
-        if layout_id != spec['layout_id']:
-            problem = 'other layout'
-        elif is_draft or not is_listed:
-            problem = 'draft or unlisted'
-        elif frames_count and frames_count > 1:
-            problem = 'animated (several frames)'
+    columns = {r[1] for r in con.execute("PRAGMA table_info(climbs)")}
+    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
+    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle, hidden, missing in con.execute(
+            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} FROM climbs ORDER BY uuid"):
+        problem = listing_problem(spec, layout_id, is_draft, is_listed, frames_count, hidden, missing)
         # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
         # counts ascents per angle, and as unknown where it has none
         for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
@@ -151,12 +172,25 @@ def read_aurora(spec, path):
                               edges=(s_left, s_right, s_bottom, s_top),
                               leds={p: leds[p] for p in on_size if p in leds}))
     _, role_colors = read_led_map(con, spec['product_size_id'], spec['layout_id'])
-    con.close()
+    if own:
+        con.close()
     layout_title = layout[0] or 'layout %d' % spec['layout_id']
     colors = {role: role_colors.get(code) for role, code in spec['role_ids'].items()}
     return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=f"{layout_title} {size_name}",
                 layout_title=layout_title, size=spec['product_size_id'], sizes=sizes, sets=sets, hold_set=hold_set,
                 set_conflicts=0, role_colors=colors if all(colors.values()) else {}), rows
+
+
+def moonboard_geometry(spec, hold_set, set_conflicts):
+    """The MoonBoard's grid (it is in no database: both sources describe it the same way)."""
+    holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+    edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
+    sets = [dict(id=i, name=name) for name, i in sorted(spec.get('set_ids', {}).items(), key=lambda kv: kv[1])
+            if i in hold_set.values()]
+    title = spec.get('title', 'MoonBoard')
+    size = dict(id=1, name='11 x 18', holds=sorted(h for h, _, _ in holds), edges=edges, leds={})  # one size; lights.py numbers its LEDs
+    return dict(holds=holds, edges=edges, angle_known=True, title=title, layout_title=title, size=1, sizes=[size],
+                sets=sets, hold_set=hold_set, set_conflicts=set_conflicts, role_colors={})
 
 
 def read_moonboard(spec, path):
@@ -170,8 +204,6 @@ def read_moonboard(spec, path):
             raise TypeError('problems is not a list')
     except (ValueError, KeyError, TypeError) as e:
         fail(f"{path} is not MoonBoard problem JSON ({e.__class__.__name__}: {e}); expected {{'problems': [...]}}")
-    holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
-    edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
     # the JSON names no set per hold, only the sets mounted when each problem was set: a hold's set
     # is the one mounted for every problem that uses it, or, where the problems disagree, for most
     set_ids = dict(spec.get('set_ids', {}))
@@ -184,13 +216,11 @@ def read_moonboard(spec, path):
                 for s in p['holds_setup']:
                     votes[h][set_ids.setdefault(str(s), max(set_ids.values(), default=0) + 1)] += 1
     hold_set, conflicts = {}, 0
-    for h, _, _ in holds:
+    for h in (f'{c}{r}' for c in MOONBOARD_COLUMNS for r in range(1, MOONBOARD_ROWS + 1)):  # the grid's holds only
         if votes[h]:
             best = max(votes[h].values())
             hold_set[h] = min(s for s, n in votes[h].items() if n == best)
             conflicts += best < uses[h]
-    sets = [dict(id=i, name=name) for name, i in sorted(set_ids.items(), key=lambda kv: kv[1])
-            if i in hold_set.values()]
     rows = []
     for i, p in enumerate(problems):
         if not isinstance(p, dict) or 'site_id' not in p:
@@ -201,10 +231,189 @@ def read_moonboard(spec, path):
         rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=spec['angles'][0],
                          difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
                          problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
-    title = spec.get('title', 'MoonBoard')
-    size = dict(id=1, name='11 x 18', holds=sorted(h for h, _, _ in holds), edges=edges, leds={})  # one size; lights.py numbers its LEDs
-    return dict(holds=holds, edges=edges, angle_known=True, title=title, layout_title=title, size=1, sizes=[size],
-                sets=sets, hold_set=hold_set, set_conflicts=conflicts, role_colors={}), rows
+    return moonboard_geometry(dict(spec, set_ids=set_ids), hold_set, conflicts), rows
+
+
+# -----------------------------------------------------------------------------
+# boardsesh's nightly snapshots: per (board, layout) a climbs file, and one catalogue of board
+# hardware, listed in two manifests. The Aurora boards' tables are the app's with a board_ prefix
+# and a board_type column, so they are read through temporary views named like the app's tables,
+# by the Aurora reader above; the MoonBoard's grid is in no catalogue, as in the JSON.
+
+SNAPSHOT_FORMATS = (1, 2)  # manifest formatVersion: boardsesh's exporter writes 1, its dataset doc says 2
+SNAPSHOT_PRIVACY = 1  # boardsesh's own clients refuse any other privacyVersion
+SNAPSHOT_VIEWS = {  # the app's table: (file, snapshot table, its columns as the readers want them)
+    'climbs': ('snap', 'board_climbs', 'uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, '
+                                       'is_hidden, missing_hold_count'),
+    # boardsesh stores Aurora's 1-3 quality times 5/3: back to the app's scale, so min_quality means one thing
+    'climb_stats': ('snap', 'board_climb_stats', 'climb_uuid, angle, display_difficulty, ascensionist_count, '
+                                                 'quality_average * 3 / 5 AS quality_average'),
+    'layouts': ('cat', 'board_layouts', 'id, product_id, name'),
+    'product_sizes': ('cat', 'board_product_sizes', 'id, product_id, edge_left, edge_right, edge_bottom, edge_top, name'),
+    'holes': ('cat', 'board_holes', 'id, product_id, name, x, y'),
+    'placements': ('cat', 'board_placements', 'id, layout_id, hole_id, set_id'),
+    'leds': ('cat', 'board_leds', 'id, product_size_id, hole_id, position'),
+    'sets': ('cat', 'board_sets', 'id, name'),
+    'placement_roles': ('cat', 'board_placement_roles', 'id, product_id, name, led_color'),
+}
+MOONBOARD_SNAPSHOT_ROLES = {42: 'SH', 43: 'IH', 44: 'FH'}  # fixed by boardsesh's format, as the grid cells are
+
+
+def sniff(path):
+    """'gzip', 'sqlite', or None, from a file's first bytes (never from its name)."""
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    return 'gzip' if head[:2] == b'\x1f\x8b' else 'sqlite' if head == b'SQLite format 3\x00' else None
+
+
+def read_manifest(path, want):
+    """A snapshot manifest we can vouch for, or one error line."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            m = json.load(f)
+    except FileNotFoundError:
+        fail(f"no snapshot manifest at {path}")
+    except ValueError as e:
+        fail(f"{path} is not a snapshot manifest ({e})")
+    if not isinstance(m, dict) or not isinstance(m.get(want), (list, dict)):
+        fail(f"{path} is not a snapshot manifest (no {want!r})")
+    if m.get('formatVersion') not in SNAPSHOT_FORMATS:
+        fail(f"{path} has formatVersion {m.get('formatVersion')!r}; this reader knows {SNAPSHOT_FORMATS}")
+    return m
+
+
+def snapshot_files(spec, folder):
+    """(climbs file, catalogue file) of the config's board and layout in a snapshot folder laid out
+    like boardsesh's bucket (board-snapshots/v1-gzip/..., board-snapshots/v1-catalog/...)."""
+    root = folder if os.path.isdir(os.path.join(folder, 'v1-gzip')) else os.path.join(folder, 'board-snapshots')
+    board_type, layout = spec.get('board_type', spec['name']), spec['layout_id']
+
+    def local(entry, prefix, manifest):
+        key = entry.get('key')
+        if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
+            fail(f"{manifest}: entry key {key!r} is not under {prefix} (a format this reader does not know)")
+        path = os.path.join(root, key[len('board-snapshots/'):])
+        if not os.path.isfile(path):
+            fail(f"{manifest} lists {key}, which is not in {root}")
+        if entry.get('bytes') is not None and os.path.getsize(path) != entry['bytes']:
+            fail(f"{path} has {os.path.getsize(path):,} bytes, its manifest says {entry['bytes']:,}: a damaged copy")
+        return path
+
+    manifest = os.path.join(root, 'v1-gzip', 'manifest.json')
+    entries = read_manifest(manifest, 'entries')['entries']
+    mine = [e for e in entries if isinstance(e, dict) and e.get('boardType') == board_type and e.get('layoutId') == layout]
+    if not mine:
+        have = ', '.join(f"{e.get('boardType')} {e.get('layoutId')}" for e in entries if isinstance(e, dict))
+        fail(f"{manifest} has no {board_type} layout {layout} (it has {have or 'nothing'})")
+    if mine[0].get('privacyVersion') != SNAPSHOT_PRIVACY:
+        fail(f"{manifest}: {board_type} layout {layout} has privacyVersion {mine[0].get('privacyVersion')!r}, "
+             f"not {SNAPSHOT_PRIVACY}: refused, as boardsesh's clients refuse it")
+    climbs = local(mine[0], 'board-snapshots/v1-gzip/', manifest)
+    if spec['format'] == 'moonboard':
+        return climbs, None  # the MoonBoard's hardware is in no catalogue
+    manifest = os.path.join(root, 'v1-catalog', 'manifest.json')
+    artifact = read_manifest(manifest, 'artifact')['artifact']
+    return climbs, local(artifact, 'board-snapshots/v1-catalog/', manifest)
+
+
+def attach(con, path, name, scratch):
+    """Attach a snapshot file read-only as name, gunzipping it into scratch first if it is gzip; a
+    file that fails PRAGMA quick_check is refused."""
+    source, kind = path, sniff(path)
+    if kind == 'gzip':
+        plain = os.path.join(scratch, name + '.db')
+        try:
+            with gzip.open(path) as src, open(plain, 'wb') as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError) as e:
+            fail(f"{path} is a damaged gzip file ({e})")
+        path, kind = plain, sniff(plain)
+    if kind != 'sqlite':
+        fail(f"{source} is neither an SQLite file nor a gzip of one")
+    con.execute(f"ATTACH DATABASE ? AS {name}", (f'file:{os.path.abspath(path)}?mode=ro',))
+    try:
+        problems = [r[0] for r in con.execute(f"PRAGMA {name}.quick_check(10)")]
+    except sqlite3.DatabaseError as e:
+        problems = [str(e)]
+    if problems != ['ok']:
+        first = ' '.join(next((p for p in problems if not p.startswith('***')), problems[0]).split())
+        fail(f"{source} fails PRAGMA quick_check ({first}{', and more' if len(problems) > 2 else ''}): "
+             f"a damaged snapshot, fetch it again")
+
+
+def read_snapshot(spec, climbs, catalog):
+    """A boardsesh climbs file (and, for Aurora boards, its catalogue) -> what read_aurora or
+    read_moonboard gives from the board's own files."""
+    board_type = spec.get('board_type', spec['name'])
+    with tempfile.TemporaryDirectory(prefix='boardgpt-') as scratch:
+        con = sqlite3.connect(':memory:', uri=True)
+        try:
+            attach(con, climbs, 'snap', scratch)
+            tables = {r[0] for r in con.execute("SELECT name FROM snap.sqlite_master WHERE type = 'table'")}
+            if not {'board_climbs', 'board_climb_stats'} <= tables:
+                fail(f"{climbs} is not a boardsesh climbs file (no board_climbs and board_climb_stats tables)")
+            if spec['format'] == 'moonboard':
+                return read_snapshot_moonboard(spec, con, board_type)
+            if not catalog:
+                fail(f"{climbs} needs its board catalogue: give --catalog=PATH, or --db=the snapshot folder")
+            attach(con, catalog, 'cat', scratch)
+            quoted = "'" + str(board_type).replace("'", "''") + "'"
+            for view, (where, table, wanted) in SNAPSHOT_VIEWS.items():
+                have = {r[1] for r in con.execute(f"PRAGMA {where}.table_info({table})")}
+                if not have:
+                    fail(f"{catalog if where == 'cat' else climbs} has no table {table}: not a boardsesh snapshot")
+                columns = ', '.join(c if c.split()[0] in have else f'NULL AS {c}' for c in wanted.split(', '))
+                con.execute(f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM {where}.{table} WHERE board_type = {quoted}")
+            return read_aurora(spec, climbs, con)
+        finally:
+            con.close()
+
+
+def read_snapshot_moonboard(spec, con, board_type):
+    stats = defaultdict(list)
+    for uuid, angle, diff, asc in con.execute(
+            "SELECT climb_uuid, angle, display_difficulty, ascensionist_count FROM snap.board_climb_stats "
+            "WHERE board_type = ?", (board_type,)):
+        stats[uuid].append((angle, diff, asc))
+    columns = {r[1] for r in con.execute("PRAGMA snap.table_info(board_climbs)")}
+    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
+    rows = []
+    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle, hidden, missing in con.execute(
+            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} "
+            f"FROM snap.board_climbs WHERE board_type = ? ORDER BY uuid", (board_type,)):
+        problem = listing_problem(spec, layout_id, is_draft, is_listed, frames_count, hidden, missing)
+        route = frames  # a malformed string stays one: the grammar names what is wrong with it
+        first = (frames or '').split(',')[0]
+        if re.fullmatch(r'(?:p\d+r\d+)+', first):
+            route = defaultdict(list)  # cell (row - 1) * 11 + column + 1 -> 'C5'; role 42/43/44 -> SH/IH/FH
+            for cell, role in re.findall(r'p(\d+)r(\d+)', first):
+                row, col = divmod(int(cell) - 1, len(MOONBOARD_COLUMNS))
+                hold = f'{MOONBOARD_COLUMNS[col]}{row + 1}' if col >= 0 and row < MOONBOARD_ROWS else f'cell {cell}'
+                route[MOONBOARD_SNAPSHOT_ROLES.get(int(role), f'r{role}')].append(hold)
+            route = dict(route)
+        for angle, diff, asc in stats.get(uuid) or [(setter_angle, None, None)]:
+            rows.append(dict(climb_id=uuid, name=name, route=route, angle=angle, difficulty=diff, ascents=asc,
+                             quality=None, problem=problem or (None if diff is not None else 'unknown grade')))
+    # the format carries no hold's set (the JSON's holds_setup is not in it): every hold is in none
+    return moonboard_geometry(spec, {}, 0), rows
+
+
+def read_board(spec, path):
+    """Whichever source path is: an Aurora app database, MoonBoard JSON, or a boardsesh snapshot
+    (its folder, or a climbs file, gzip or plain)."""
+    if os.path.isdir(path):
+        return read_snapshot(spec, *snapshot_files(spec, path))
+    if os.path.isfile(path) and sniff(path) == 'gzip':
+        return read_snapshot(spec, path, catalog and os.path.expanduser(catalog))
+    if os.path.isfile(path) and sniff(path) == 'sqlite':
+        con = sqlite3.connect(f'file:{os.path.abspath(path)}?mode=ro', uri=True)
+        try:
+            snapshot = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'board_climbs'").fetchone()
+        finally:
+            con.close()
+        if snapshot:
+            return read_snapshot(spec, path, catalog and os.path.expanduser(catalog))
+    return (read_moonboard if spec['format'] == 'moonboard' else read_aurora)(spec, path)
 
 
 # -----------------------------------------------------------------------------
@@ -221,9 +430,8 @@ if angle_min > angle_max or min_ascents < 0:
 board_meta, board_rows, set_conflicts = [], {}, {}
 for spec in boards:
     path = os.path.expanduser(db or spec['path'])
-    reader = read_moonboard if spec['format'] == 'moonboard' else read_aurora
     try:
-        geometry, rows = reader(spec, path)
+        geometry, rows = read_board(spec, path)
     except sqlite3.Error as e:
         fail(f"{path} could not be read as an Aurora app database ({e}). {HOW_TO_GET_A_DB}")
     board_meta.append(dict(
@@ -278,6 +486,9 @@ for b in board_meta:
         else:
             kept.append((name, row, holds))
     table[name] = dict(read=len(board_rows[name]), removed=dict(removed))
+    if not any(n == name for n, _, _ in kept):  # an empty dataset helps nobody: say which filter emptied it
+        fail(f"no route left of {b['title']}: of {len(board_rows[name]):,} rows read, removed " +
+             ', '.join(f"{n:,} {r!r}" for r, n in removed.most_common(3)) + ": loosen that filter")
 
 # -----------------------------------------------------------------------------
 # split by climb: all angles of a climb, and all climbs with the same holds, share a split

@@ -2,6 +2,7 @@
 dataset = 'moonboard'
 boards = [dict(
     name='moonboard', format='moonboard', path='data/moonboard2016.json', title='MoonBoard 2016',
+    layout_id=2,  # boardsesh's id of the MoonBoard 2016 (its snapshots: board moonboard, layout 2)
     role_ids=dict(start='SH', middle='IH', finish='FH'),  # no foot role: feet are free
     angles=[40],
     max_start=2, max_finish=2,

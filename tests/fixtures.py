@@ -5,7 +5,9 @@ builder returns what a correct prepare.py must keep, worked out here from how th
 made rather than with prepare.py's own code.
 """
 
+import gzip
 import json
+import os
 import random
 import sqlite3
 from contextlib import closing
@@ -190,8 +192,8 @@ def make_aurora_db(path, n_climbs=160, seed=0, per_angle=True):
         ('too many start holds', 'p1001r12p1002r12p1003r12p1013r13p1040r14', {}),
         ('fewer than 3 holds', 'p1001r12p1040r14', {}),
         ('other layout', good, dict(layout=2)),
-        ('draft or unlisted', good, dict(draft=1)),
-        ('draft or unlisted', good, dict(listed=0)),
+        ('draft', good, dict(draft=1)),
+        ('unlisted', good, dict(listed=0)),
     ]
     for j, (reason, frames, kwargs) in enumerate(planted):
         stat = (30, 20.0, 5) if per_angle else (None, 20.0, 5)
@@ -247,3 +249,99 @@ def make_moonboard_json(path, n_problems=120, seed=0):
     with open(path, 'w') as f:
         json.dump(dict(source={'fixture': True}, problems=problems), f)
     return expected, removed
+
+
+# -----------------------------------------------------------------------------
+# a boardsesh snapshot of an Aurora database (its README: ../shared/data/boardsesh/README.md)
+
+STAMP = '2026-11-30T07-15-00-000Z'
+SNAPSHOT_CLIMBS = """CREATE TABLE board_climbs (uuid TEXT PRIMARY KEY, board_type TEXT, layout_id INTEGER,
+    setter_id INTEGER, setter_username TEXT, name TEXT, description TEXT, hsm INTEGER, edge_left INTEGER,
+    edge_right INTEGER, edge_bottom INTEGER, edge_top INTEGER, angle INTEGER, frames_count INTEGER,
+    frames_pace INTEGER, frames TEXT, is_draft INTEGER, is_listed INTEGER, created_at TEXT, published_at TEXT,
+    user_id TEXT, required_set_ids TEXT, compatible_size_ids TEXT, hold_fingerprint TEXT, updated_at TEXT,
+    sync_seq INTEGER, characteristics TEXT, is_hidden INTEGER, missing_hold_count INTEGER,
+    revision_number INTEGER, holds_revision_number INTEGER, retired_by_reset INTEGER,
+    a_future_column TEXT){shape};  -- a column this reader has never heard of: ignored
+CREATE TABLE board_climb_stats (board_type TEXT NOT NULL, climb_uuid TEXT NOT NULL, angle INTEGER NOT NULL,
+    display_difficulty REAL, benchmark_difficulty REAL, ascensionist_count INTEGER, difficulty_average REAL,
+    quality_average REAL, fa_username TEXT, fa_at TEXT, updated_at TEXT, sync_seq INTEGER,
+    PRIMARY KEY (board_type, climb_uuid, angle)){shape};
+CREATE TABLE snapshot_meta (table_name TEXT PRIMARY KEY, watermark_updated_at TEXT, watermark_sync_seq TEXT,
+    row_count INTEGER, built_at TEXT, schema_version INTEGER, format_version INTEGER);"""
+CATALOG_TABLES = {  # boardsesh's catalogue table: the app table and columns it copies
+    'board_products': ('products', 'id, name, is_listed, password, min_count_in_frame, max_count_in_frame'),
+    'board_layouts': ('layouts', 'id, product_id, name, instagram_caption, is_mirrored, is_listed, password, created_at'),
+    'board_product_sizes': ('product_sizes', 'id, product_id, edge_left, edge_right, edge_bottom, edge_top, name, '
+                                             'description, image_filename, position, is_listed'),
+    'board_sets': ('sets', 'id, name, hsm'),
+    'board_placement_roles': ('placement_roles', 'id, product_id, position, name, full_name, led_color, screen_color'),
+    'board_holes': ('holes', 'id, product_id, name, x, y, mirrored_hole_id, mirror_group'),
+    'board_placements': ('placements', 'id, layout_id, hole_id, set_id, default_placement_role_id'),
+    'board_leds': ('leds', 'id, product_size_id, hole_id, position'),
+}
+FLAGGED = [('hidden', 'is_hidden'), ('missing holds', 'missing_hold_count')]  # rows only a snapshot has
+
+
+def make_snapshot(aurora_db, root, board_type='tiny', layout_id=1, shape=2, privacy=1, format_version=1):
+    """Write root/board-snapshots/ as boardsesh publishes it, from an Aurora database: a gzip climbs
+    file of every climb and stats row (quality on boardsesh's 1-5 scale) plus one hidden and one
+    missing-holds copy of a climb, a gzip catalogue, and the two manifests. Returns (the folder,
+    what prepare must count removed beyond the database's own removals)."""
+    base = os.path.join(root, 'board-snapshots')
+    climbs_key = f'board-snapshots/v1-gzip/{board_type}/{layout_id}/{STAMP}.db'
+    catalog_key = f'board-snapshots/v1-catalog/{STAMP}.db'
+    os.makedirs(root, exist_ok=True)
+    plain = os.path.join(root, 'climbs.db')
+    with closing(sqlite3.connect(f'file:{aurora_db}?mode=ro', uri=True)) as src, closing(sqlite3.connect(plain)) as out:
+        out.executescript(SNAPSHOT_CLIMBS.format(shape=' WITHOUT ROWID' if shape == 2 else ''))
+        climbs = src.execute("SELECT uuid, layout_id, setter_username, name, angle, frames_count, frames, is_draft, "
+                             "is_listed FROM climbs ORDER BY uuid").fetchall()
+        for row in climbs:
+            out.execute("INSERT INTO board_climbs (uuid, board_type, layout_id, setter_username, name, angle, frames_count, "
+                        "frames, is_draft, is_listed, hold_fingerprint, is_hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'x', 0)",
+                        (row[0], board_type, *row[1:]))
+        stats = src.execute("SELECT climb_uuid, angle, display_difficulty, ascensionist_count, difficulty_average, "
+                            "quality_average FROM climb_stats").fetchall()
+        for row in stats:
+            out.execute("INSERT INTO board_climb_stats (board_type, climb_uuid, angle, display_difficulty, "
+                        "ascensionist_count, difficulty_average, quality_average) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (board_type, *row[:5], None if row[5] is None else row[5] * 5 / 3))
+        good = next(c for c in climbs if c[1] == layout_id and not c[7] and c[8])
+        for j, (_, column) in enumerate(FLAGGED):
+            uuid = f'FLAG{j:028X}'
+            out.execute(f"INSERT INTO board_climbs (uuid, board_type, layout_id, name, frames_count, frames, is_draft, "
+                        f"is_listed, {column}) VALUES (?, ?, ?, 'flagged', 1, ?, 0, 1, 1)", (uuid, board_type, layout_id, good[6]))
+            out.execute("INSERT INTO board_climb_stats (board_type, climb_uuid, angle, display_difficulty, "
+                        "ascensionist_count) VALUES (?, ?, 40, 20.0, 5)", (board_type, uuid))
+        for table, n in (('board_climbs', len(climbs) + 2), ('board_climb_stats', len(stats) + 2)):
+            out.execute("INSERT INTO snapshot_meta VALUES (?, '2026-11-30T06:00:00Z', '1', ?, ?, 12, 1)", (table, n, STAMP))
+        out.commit()
+    cat = os.path.join(root, 'catalog.db')
+    with closing(sqlite3.connect(f'file:{aurora_db}?mode=ro', uri=True)) as src, closing(sqlite3.connect(cat)) as out:
+        for table, (app, columns) in CATALOG_TABLES.items():
+            out.execute(f"CREATE TABLE {table} (board_type TEXT, {columns})")
+            for row in src.execute(f"SELECT {columns} FROM {app}"):
+                out.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(row) + 1))})", (board_type, *row))
+        out.commit()
+
+    def publish(path, key):
+        raw = open(path, 'rb').read()
+        body = gzip.compress(raw, mtime=0)
+        dest = os.path.join(base, key[len('board-snapshots/'):])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        open(dest, 'wb').write(body)
+        os.remove(path)
+        return dict(key=key, url=f'https://snapshots.example/{key}', bytes=len(body), uncompressedBytes=len(raw),
+                    contentEncoding='gzip', builtAt='2026-11-30T07:15:00.000Z')
+
+    entry = dict(boardType=board_type, layoutId=layout_id, **publish(plain, climbs_key), schemaVersion=12,
+                 privacyVersion=privacy, artifactShape=shape)
+    artifact = dict(publish(cat, catalog_key), schemaVersion=1)
+    for folder, manifest in (('v1-gzip', dict(formatVersion=format_version, generatedAt='2026-11-30T07:18:42.517Z',
+                                              entries=[entry])),
+                             ('v1-catalog', dict(formatVersion=format_version, generatedAt='2026-11-30T07:15:03.904Z',
+                                                 artifact=artifact))):
+        with open(os.path.join(base, folder, 'manifest.json'), 'w') as f:
+            json.dump(manifest, f, separators=(',', ':'))
+    return base, {reason: 1 for reason, _ in FLAGGED}
