@@ -76,22 +76,19 @@ def open_aurora(path):
     return con, tables
 
 
-def listing_problem(spec, layout_id, is_draft, is_listed, frames_count, is_hidden, missing_holds):
-    """Why a climb is not one a climber can browse and climb as set (None if it is): the app's and
-    boardsesh's flags, read the same way from either."""
-    if layout_id != spec['layout_id']:
-        return 'other layout'
-    if is_draft:
-        return 'draft'
-    if not is_listed:
-        return 'unlisted'
-    if is_hidden:
-        return 'hidden'
-    if frames_count and frames_count > 1:
-        return 'animated (several frames)'
-    if missing_holds:
-        return 'missing holds'
-    return None
+def read_climbs(con, spec):
+    """(uuid, name, frames, setter's angle, why it is not a climb to browse and climb as set, or
+    None) of each row of con's climbs table (an app database) or view (a boardsesh snapshot, whose
+    flags hidden and missing holds the app lacks)."""
+    columns = {r[1] for r in con.execute("PRAGMA table_info(climbs)")}
+    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
+    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, hidden, missing in con.execute(
+            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} FROM climbs ORDER BY uuid"):
+        problem = ('other layout' if layout_id != spec['layout_id'] else 'draft' if is_draft else
+                   'unlisted' if not is_listed else 'hidden' if hidden else
+                   'animated (several frames)' if frames_count and frames_count > 1 else
+                   'missing holds' if missing else None)
+        yield uuid, name, frames, angle, problem
 
 
 def read_aurora(spec, path, con=None):
@@ -140,11 +137,7 @@ def read_aurora(spec, path, con=None):
                 "SELECT climb_uuid, display_difficulty, ascensionist_count, quality_average FROM climb_cache_fields"):
             stats[uuid].append((None, diff, asc, qual))
     rows = []
-    columns = {r[1] for r in con.execute("PRAGMA table_info(climbs)")}
-    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
-    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle, hidden, missing in con.execute(
-            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} FROM climbs ORDER BY uuid"):
-        problem = listing_problem(spec, layout_id, is_draft, is_listed, frames_count, hidden, missing)
+    for uuid, name, frames, setter_angle, problem in read_climbs(con, spec):
         # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
         # counts ascents per angle, and as unknown where it has none
         for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
@@ -181,9 +174,12 @@ def read_aurora(spec, path, con=None):
                 set_conflicts=0, role_colors=colors if all(colors.values()) else {}), rows
 
 
+MOONBOARD_HOLDS = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+
+
 def moonboard_geometry(spec, hold_set, set_conflicts):
     """The MoonBoard's grid (it is in no database: both sources describe it the same way)."""
-    holds = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+    holds = MOONBOARD_HOLDS
     edges = (-0.5, len(MOONBOARD_COLUMNS) - 0.5, 0.5, MOONBOARD_ROWS + 0.5)
     sets = [dict(id=i, name=name) for name, i in sorted(spec.get('set_ids', {}).items(), key=lambda kv: kv[1])
             if i in hold_set.values()]
@@ -216,7 +212,7 @@ def read_moonboard(spec, path):
                 for s in p['holds_setup']:
                     votes[h][set_ids.setdefault(str(s), max(set_ids.values(), default=0) + 1)] += 1
     hold_set, conflicts = {}, 0
-    for h in (f'{c}{r}' for c in MOONBOARD_COLUMNS for r in range(1, MOONBOARD_ROWS + 1)):  # the grid's holds only
+    for h, _, _ in MOONBOARD_HOLDS:
         if votes[h]:
             best = max(votes[h].values())
             hold_set[h] = min(s for s, n in votes[h].items() if n == best)
@@ -259,6 +255,11 @@ SNAPSHOT_VIEWS = {  # the app's table: (file, snapshot table, its columns as the
 MOONBOARD_SNAPSHOT_ROLES = {42: 'SH', 43: 'IH', 44: 'FH'}  # fixed by boardsesh's format, as the grid cells are
 
 
+def board_type(spec):
+    """boardsesh's name of the board (its snapshots' boardType and board_type): the config's board_type, else its name."""
+    return spec.get('board_type', spec['name'])
+
+
 def sniff(path):
     """'gzip', 'sqlite', or None, from a file's first bytes (never from its name)."""
     with open(path, 'rb') as f:
@@ -286,7 +287,7 @@ def snapshot_files(spec, folder):
     """(climbs file, catalogue file) of the config's board and layout in a snapshot folder laid out
     like boardsesh's bucket (board-snapshots/v1-gzip/..., board-snapshots/v1-catalog/...)."""
     root = folder if os.path.isdir(os.path.join(folder, 'v1-gzip')) else os.path.join(folder, 'board-snapshots')
-    board_type, layout = spec.get('board_type', spec['name']), spec['layout_id']
+    kind, layout = board_type(spec), spec['layout_id']
 
     def local(entry, prefix, manifest):
         key = entry.get('key')
@@ -301,12 +302,12 @@ def snapshot_files(spec, folder):
 
     manifest = os.path.join(root, 'v1-gzip', 'manifest.json')
     entries = read_manifest(manifest, 'entries')['entries']
-    mine = [e for e in entries if isinstance(e, dict) and e.get('boardType') == board_type and e.get('layoutId') == layout]
+    mine = [e for e in entries if isinstance(e, dict) and e.get('boardType') == kind and e.get('layoutId') == layout]
     if not mine:
         have = ', '.join(f"{e.get('boardType')} {e.get('layoutId')}" for e in entries if isinstance(e, dict))
-        fail(f"{manifest} has no {board_type} layout {layout} (it has {have or 'nothing'})")
+        fail(f"{manifest} has no {kind} layout {layout} (it has {have or 'nothing'})")
     if mine[0].get('privacyVersion') != SNAPSHOT_PRIVACY:
-        fail(f"{manifest}: {board_type} layout {layout} has privacyVersion {mine[0].get('privacyVersion')!r}, "
+        fail(f"{manifest}: {kind} layout {layout} has privacyVersion {mine[0].get('privacyVersion')!r}, "
              f"not {SNAPSHOT_PRIVACY}: refused, as boardsesh's clients refuse it")
     climbs = local(mine[0], 'board-snapshots/v1-gzip/', manifest)
     if spec['format'] == 'moonboard':
@@ -341,47 +342,47 @@ def attach(con, path, name, scratch):
              f"a damaged snapshot, fetch it again")
 
 
+def make_views(con, where, path, spec):
+    """The app-named views of SNAPSHOT_VIEWS over the attached file where, on the board's rows;
+    a column the file lacks reads NULL."""
+    quoted = "'" + str(board_type(spec)).replace("'", "''") + "'"
+    for view, (file, table, wanted) in SNAPSHOT_VIEWS.items():
+        if file != where:
+            continue
+        have = {r[1] for r in con.execute(f"PRAGMA {where}.table_info({table})")}
+        if not have:
+            fail(f"{path} has no table {table}: not a boardsesh snapshot")
+        columns = ', '.join(c if c.split()[0] in have else f'NULL AS {c}' for c in wanted.split(', '))
+        con.execute(f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM {where}.{table} WHERE board_type = {quoted}")
+
+
 def read_snapshot(spec, climbs, catalog):
     """A boardsesh climbs file (and, for Aurora boards, its catalogue) -> what read_aurora or
     read_moonboard gives from the board's own files."""
-    board_type = spec.get('board_type', spec['name'])
     with tempfile.TemporaryDirectory(prefix='boardgpt-') as scratch:
         con = sqlite3.connect(':memory:', uri=True)
         try:
             attach(con, climbs, 'snap', scratch)
-            tables = {r[0] for r in con.execute("SELECT name FROM snap.sqlite_master WHERE type = 'table'")}
-            if not {'board_climbs', 'board_climb_stats'} <= tables:
-                fail(f"{climbs} is not a boardsesh climbs file (no board_climbs and board_climb_stats tables)")
+            make_views(con, 'snap', climbs, spec)
             if spec['format'] == 'moonboard':
-                return read_snapshot_moonboard(spec, con, board_type)
+                return read_snapshot_moonboard(spec, con)
             if not catalog:
                 fail(f"{climbs} needs its board catalogue: give --catalog=PATH, or --db=the snapshot folder")
             attach(con, catalog, 'cat', scratch)
-            quoted = "'" + str(board_type).replace("'", "''") + "'"
-            for view, (where, table, wanted) in SNAPSHOT_VIEWS.items():
-                have = {r[1] for r in con.execute(f"PRAGMA {where}.table_info({table})")}
-                if not have:
-                    fail(f"{catalog if where == 'cat' else climbs} has no table {table}: not a boardsesh snapshot")
-                columns = ', '.join(c if c.split()[0] in have else f'NULL AS {c}' for c in wanted.split(', '))
-                con.execute(f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM {where}.{table} WHERE board_type = {quoted}")
+            make_views(con, 'cat', catalog, spec)
             return read_aurora(spec, climbs, con)
         finally:
             con.close()
 
 
-def read_snapshot_moonboard(spec, con, board_type):
+def read_snapshot_moonboard(spec, con):
+    """The MoonBoard's climbs from a snapshot's climbs and climb_stats views."""
     stats = defaultdict(list)
-    for uuid, angle, diff, asc in con.execute(
-            "SELECT climb_uuid, angle, display_difficulty, ascensionist_count FROM snap.board_climb_stats "
-            "WHERE board_type = ?", (board_type,)):
+    for uuid, angle, diff, asc in con.execute("SELECT climb_uuid, angle, display_difficulty, ascensionist_count "
+                                              "FROM climb_stats"):
         stats[uuid].append((angle, diff, asc))
-    columns = {r[1] for r in con.execute("PRAGMA snap.table_info(board_climbs)")}
-    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
     rows = []
-    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, setter_angle, hidden, missing in con.execute(
-            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} "
-            f"FROM snap.board_climbs WHERE board_type = ? ORDER BY uuid", (board_type,)):
-        problem = listing_problem(spec, layout_id, is_draft, is_listed, frames_count, hidden, missing)
+    for uuid, name, frames, setter_angle, problem in read_climbs(con, spec):
         route = frames  # a malformed string stays one: the grammar names what is wrong with it
         first = (frames or '').split(',')[0]
         if re.fullmatch(r'(?:p\d+r\d+)+', first):
@@ -403,9 +404,10 @@ def read_board(spec, path):
     (its folder, or a climbs file, gzip or plain)."""
     if os.path.isdir(path):
         return read_snapshot(spec, *snapshot_files(spec, path))
-    if os.path.isfile(path) and sniff(path) == 'gzip':
+    kind = sniff(path) if os.path.isfile(path) else None
+    if kind == 'gzip':
         return read_snapshot(spec, path, catalog and os.path.expanduser(catalog))
-    if os.path.isfile(path) and sniff(path) == 'sqlite':
+    if kind == 'sqlite':
         con = sqlite3.connect(f'file:{os.path.abspath(path)}?mode=ro', uri=True)
         try:
             snapshot = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'board_climbs'").fetchone()
