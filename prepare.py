@@ -18,14 +18,18 @@ sets it uses; the report counts the routes that fit each size and each set alone
 """
 
 import gzip
+import http.client
 import json
 import os
 import pickle
 import re
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -41,6 +45,8 @@ dataset = 'kilter'  # output folder data/<dataset>/
 boards = []  # board specs, set by the config file (see config/kilter.py)
 db = ''  # read this database / JSON / boardsesh snapshot instead of the board's default path (single-board datasets)
 catalog = ''  # a boardsesh climbs file's catalogue of board hardware (default: the one of its snapshot folder)
+download = False  # fetch the board's newest boardsesh snapshot into data_root/board-snapshots/ (once per build), and prepare it
+snapshot_url = 'https://snapshots.boardsesh.com/board-snapshots'  # boardsesh's public snapshot bucket
 angle_min = 0  # keep rows whose angle (where known) lies in angle_min..angle_max
 angle_max = 90
 min_ascents = 1  # keep rows with at least this many ascents (where the data counts them)
@@ -116,9 +122,10 @@ def read_aurora(spec, path, con=None):
     holds = [tuple(r) for r in con.execute(query + " ORDER BY p.id", args)]
     if not holds:
         fail(f"{path}: layout {spec['layout_id']} has no holds on product size {spec['product_size_id']}")
+    role_ids = spec.get('role_ids') or catalogue_roles(con, tables, layout[1], path)
     if 'placement_roles' in tables:
         known_roles = {r[0] for r in con.execute("SELECT id FROM placement_roles")}
-        unknown = [r for r in spec['role_ids'].values() if r not in known_roles]
+        unknown = [r for r in role_ids.values() if r not in known_roles]
         if known_roles and unknown:
             fail(f"{path}: role ids {unknown} are not in placement_roles (have {sorted(known_roles)}); set role_ids")
 
@@ -136,6 +143,11 @@ def read_aurora(spec, path, con=None):
         for uuid, diff, asc, qual in con.execute(
                 "SELECT climb_uuid, display_difficulty, ascensionist_count, quality_average FROM climb_cache_fields"):
             stats[uuid].append((None, diff, asc, qual))
+    # the angles the board tilts to: the config's, else the app's list, else every Aurora board's 0..70
+    angles = spec.get('angles')
+    if not angles and 'products_angles' in tables:
+        angles = sorted(a for (a,) in con.execute("SELECT angle FROM products_angles WHERE product_id = ?", (layout[1],)))
+    angles = angles or AURORA_ANGLES
     rows = []
     for uuid, name, frames, setter_angle, problem in read_climbs(con, spec):
         # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
@@ -168,13 +180,36 @@ def read_aurora(spec, path, con=None):
     if own:
         con.close()
     layout_title = layout[0] or 'layout %d' % spec['layout_id']
-    colors = {role: role_colors.get(code) for role, code in spec['role_ids'].items()}
+    colors = {role: role_colors.get(code) for role, code in role_ids.items()}
     return dict(holds=holds, edges=(left, right, bottom, top), angle_known=per_angle, title=f"{layout_title} {size_name}",
                 layout_title=layout_title, size=spec['product_size_id'], sizes=sizes, sets=sets, hold_set=hold_set,
-                set_conflicts=0, role_colors=colors if all(colors.values()) else {}), rows
+                set_conflicts=0, role_colors=colors if all(colors.values()) else {}, role_ids=role_ids,
+                angles=angles), rows
+
+
+AURORA_ANGLES = list(range(0, 75, 5))  # what boardsesh offers on every Aurora board
+ROLE_NAMES = {'start': 'start', 'middle': 'middle', 'hand': 'middle', 'finish': 'finish', 'foot': 'foot'}
+
+
+def catalogue_roles(con, tables, product_id, path):
+    """The role ids of a product by their names in placement_roles (start, middle or hand, finish, foot)."""
+    if 'placement_roles' not in tables:
+        fail(f"{path} has no placement_roles: set role_ids in the config")
+    found = {}
+    for role_id, name in con.execute("SELECT id, name FROM placement_roles WHERE product_id = ? ORDER BY position, id",
+                                     (product_id,)):
+        found.setdefault(ROLE_NAMES.get(str(name).strip().lower()), role_id)
+    missing = [r for r in ('start', 'middle', 'finish', 'foot') if r not in found]
+    if missing:
+        fail(f"{path}: product {product_id} has no role named {', '.join(missing)} in placement_roles; set role_ids "
+             f"in the config")
+    return {r: found[r] for r in ('start', 'middle', 'finish', 'foot')}
 
 
 MOONBOARD_HOLDS = [(f'{c}{r}', i, r) for i, c in enumerate(MOONBOARD_COLUMNS) for r in range(1, MOONBOARD_ROWS + 1)]
+MOONBOARD_ROLES = dict(start='SH', middle='IH', finish='FH')  # the website's names; no foot role: feet are free
+MOONBOARD_ANGLES = [25, 40]  # the two the MoonBoard is built at (boardsesh's constants)
+MOONBOARD_JSON_ANGLE = 40  # the website's problems (its 2016 set) are at 40 degrees
 
 
 def moonboard_geometry(spec, hold_set, set_conflicts):
@@ -186,7 +221,8 @@ def moonboard_geometry(spec, hold_set, set_conflicts):
     title = spec.get('title', 'MoonBoard')
     size = dict(id=1, name='11 x 18', holds=sorted(h for h, _, _ in holds), edges=edges, leds={})  # one size; lights.py numbers its LEDs
     return dict(holds=holds, edges=edges, angle_known=True, title=title, layout_title=title, size=1, sizes=[size],
-                sets=sets, hold_set=hold_set, set_conflicts=set_conflicts, role_colors={})
+                sets=sets, hold_set=hold_set, set_conflicts=set_conflicts, role_colors={},
+                role_ids=spec.get('role_ids') or MOONBOARD_ROLES, angles=spec.get('angles') or MOONBOARD_ANGLES)
 
 
 def read_moonboard(spec, path):
@@ -224,7 +260,7 @@ def read_moonboard(spec, path):
                              quality=None, problem='malformed problem (no site_id)'))
             continue
         grade = str(p.get('grade', '')).lower()
-        rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=spec['angles'][0],
+        rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=MOONBOARD_JSON_ANGLE,
                          difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
                          problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
     return moonboard_geometry(dict(spec, set_ids=set_ids), hold_set, conflicts), rows
@@ -250,7 +286,7 @@ SNAPSHOT_VIEWS = {  # the app's table: (file, snapshot table, its columns as the
     'placements': ('cat', 'board_placements', 'id, layout_id, hole_id, set_id'),
     'leds': ('cat', 'board_leds', 'id, product_size_id, hole_id, position'),
     'sets': ('cat', 'board_sets', 'id, name'),
-    'placement_roles': ('cat', 'board_placement_roles', 'id, product_id, name, led_color'),
+    'placement_roles': ('cat', 'board_placement_roles', 'id, product_id, position, name, led_color'),
 }
 MOONBOARD_SNAPSHOT_ROLES = {42: 'SH', 43: 'IH', 44: 'FH'}  # fixed by boardsesh's format, as the grid cells are
 
@@ -267,54 +303,69 @@ def sniff(path):
     return 'gzip' if head[:2] == b'\x1f\x8b' else 'sqlite' if head == b'SQLite format 3\x00' else None
 
 
+def check_manifest(m, want, where):
+    """A snapshot manifest (parsed JSON) we can vouch for, or one error line."""
+    if not isinstance(m, dict) or not isinstance(m.get(want), (list, dict)):
+        fail(f"{where} is not a snapshot manifest (no {want!r})")
+    if m.get('formatVersion') not in SNAPSHOT_FORMATS:
+        fail(f"{where} has formatVersion {m.get('formatVersion')!r}; this reader knows {SNAPSHOT_FORMATS}")
+    return m
+
+
 def read_manifest(path, want):
-    """A snapshot manifest we can vouch for, or one error line."""
     try:
         with open(path, encoding='utf-8') as f:
-            m = json.load(f)
+            return check_manifest(json.load(f), want, path)
     except FileNotFoundError:
         fail(f"no snapshot manifest at {path}")
     except ValueError as e:
         fail(f"{path} is not a snapshot manifest ({e})")
-    if not isinstance(m, dict) or not isinstance(m.get(want), (list, dict)):
-        fail(f"{path} is not a snapshot manifest (no {want!r})")
-    if m.get('formatVersion') not in SNAPSHOT_FORMATS:
-        fail(f"{path} has formatVersion {m.get('formatVersion')!r}; this reader knows {SNAPSHOT_FORMATS}")
-    return m
+
+
+def board_entry(spec, entries, where):
+    """The manifest entry of the config's board and layout, if boardsesh's clients would take it."""
+    kind, layout = board_type(spec), spec['layout_id']
+    mine = [e for e in entries if isinstance(e, dict) and e.get('boardType') == kind and e.get('layoutId') == layout]
+    if not mine:
+        have = ', '.join(f"{e.get('boardType')} {e.get('layoutId')}" for e in entries if isinstance(e, dict))
+        fail(f"{where} has no {kind} layout {layout} (it has {have or 'nothing'})")
+    if mine[0].get('privacyVersion') != SNAPSHOT_PRIVACY:
+        fail(f"{where}: {kind} layout {layout} has privacyVersion {mine[0].get('privacyVersion')!r}, "
+             f"not {SNAPSHOT_PRIVACY}: refused, as boardsesh's clients refuse it")
+    return mine[0]
+
+
+def key_path(root, entry, prefix, where):
+    """Where an entry's object lives in a snapshot folder: its key below board-snapshots/."""
+    key = entry.get('key')
+    if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
+        fail(f"{where}: entry key {key!r} is not under {prefix} (a format this reader does not know)")
+    return os.path.join(root, key[len('board-snapshots/'):])
+
+
+def snapshot_root(folder):
+    return folder if os.path.isdir(os.path.join(folder, 'v1-gzip')) else os.path.join(folder, 'board-snapshots')
 
 
 def snapshot_files(spec, folder):
     """(climbs file, catalogue file) of the config's board and layout in a snapshot folder laid out
     like boardsesh's bucket (board-snapshots/v1-gzip/..., board-snapshots/v1-catalog/...)."""
-    root = folder if os.path.isdir(os.path.join(folder, 'v1-gzip')) else os.path.join(folder, 'board-snapshots')
-    kind, layout = board_type(spec), spec['layout_id']
+    root = snapshot_root(folder)
 
     def local(entry, prefix, manifest):
-        key = entry.get('key')
-        if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
-            fail(f"{manifest}: entry key {key!r} is not under {prefix} (a format this reader does not know)")
-        path = os.path.join(root, key[len('board-snapshots/'):])
+        path = key_path(root, entry, prefix, manifest)
         if not os.path.isfile(path):
-            fail(f"{manifest} lists {key}, which is not in {root}")
+            fail(f"{manifest} lists {entry['key']}, which is not in {root}: fetch it with --download")
         if entry.get('bytes') is not None and os.path.getsize(path) != entry['bytes']:
             fail(f"{path} has {os.path.getsize(path):,} bytes, its manifest says {entry['bytes']:,}: a damaged copy")
         return path
 
     manifest = os.path.join(root, 'v1-gzip', 'manifest.json')
-    entries = read_manifest(manifest, 'entries')['entries']
-    mine = [e for e in entries if isinstance(e, dict) and e.get('boardType') == kind and e.get('layoutId') == layout]
-    if not mine:
-        have = ', '.join(f"{e.get('boardType')} {e.get('layoutId')}" for e in entries if isinstance(e, dict))
-        fail(f"{manifest} has no {kind} layout {layout} (it has {have or 'nothing'})")
-    if mine[0].get('privacyVersion') != SNAPSHOT_PRIVACY:
-        fail(f"{manifest}: {kind} layout {layout} has privacyVersion {mine[0].get('privacyVersion')!r}, "
-             f"not {SNAPSHOT_PRIVACY}: refused, as boardsesh's clients refuse it")
-    climbs = local(mine[0], 'board-snapshots/v1-gzip/', manifest)
+    climbs = local(board_entry(spec, read_manifest(manifest, 'entries')['entries'], manifest), 'board-snapshots/v1-gzip/', manifest)
     if spec['format'] == 'moonboard':
         return climbs, None  # the MoonBoard's hardware is in no catalogue
     manifest = os.path.join(root, 'v1-catalog', 'manifest.json')
-    artifact = read_manifest(manifest, 'artifact')['artifact']
-    return climbs, local(artifact, 'board-snapshots/v1-catalog/', manifest)
+    return climbs, local(read_manifest(manifest, 'artifact')['artifact'], 'board-snapshots/v1-catalog/', manifest)
 
 
 def attach(con, path, name, scratch):
@@ -419,6 +470,144 @@ def read_board(spec, path):
 
 
 # -----------------------------------------------------------------------------
+# --download: the board's newest snapshot from boardsesh's bucket, kept as the bucket lays it out
+# (so --db=data/board-snapshots reads it again). Object keys name their build, so an object we
+# have is never fetched again: boardsesh asks for each artifact at most once a day.
+
+MAX_MANIFEST = 1 << 22  # a manifest is a few kB
+
+
+def http_get(url, what):
+    """An open response for url, or one error line."""
+    if not url.startswith(('http://', 'https://')):
+        fail(f"{what}: {url!r} is not an http(s) URL")
+    # ask for the stored gzip bytes, which the manifest's sizes count, not a decoded copy
+    request = urllib.request.Request(url, headers={'User-Agent': 'boardgpt-prepare', 'Accept-Encoding': 'gzip'})
+    try:
+        return urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        fail(f"{url} answered {e.code} {e.reason}: {what} not fetched; try again later")
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        fail(f"could not reach {url} ({getattr(e, 'reason', e)}): check the network, or --snapshot_url")
+
+
+def fetch_manifest(url, want):
+    try:
+        with http_get(url, 'the manifest') as r:
+            body = r.read(MAX_MANIFEST + 1)
+    except (http.client.HTTPException, OSError) as e:
+        fail(f"the manifest {url} broke off ({e}); try again")
+    if len(body) > MAX_MANIFEST:
+        fail(f"{url} is over {MAX_MANIFEST:,} bytes: not a snapshot manifest")
+    if body[:2] == b'\x1f\x8b':
+        body = gzip.decompress(body)  # served with Content-Encoding: gzip
+    try:
+        return check_manifest(json.loads(body), want, url)
+    except (ValueError, OSError, EOFError) as e:
+        fail(f"{url} is not a snapshot manifest ({e})")
+
+
+def fetch_object(entry, path, label):
+    """Stream a manifest entry's object to path through path.part, with a progress line; keep it
+    only if its size is the manifest's and it passes PRAGMA quick_check. -> whether it fetched."""
+    size, plain = entry.get('bytes'), entry.get('uncompressedBytes')
+    if not isinstance(size, int) or size <= 0:
+        fail(f"{label}: the manifest gives no size ({size!r}); refused")
+    if os.path.isfile(path) and os.path.getsize(path) == size:
+        print(f"{label}: have {entry['key']} ({size / 1e6:.1f} MB, built {entry.get('builtAt')})")
+        return False
+    url = entry.get('url') or ''
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    part, got, t0, shown = path + '.part', 0, time.time(), 0.0
+    limit = max(size, plain if isinstance(plain, int) else 0)  # a server may send it decoded: then the plain size
+    try:
+        with http_get(url, label) as r, open(part, 'wb') as f:
+            while chunk := r.read(1 << 20):
+                got += len(chunk)
+                if got > limit:
+                    fail(f"{url} sent more than the {limit:,} bytes its manifest lists: refused")
+                f.write(chunk)
+                now = time.time()
+                if now - shown >= (1 if sys.stdout.isatty() else 10) or got == size:
+                    shown, rate = now, got / max(now - t0, 1e-9)
+                    print(f"{label}: {got / 1e6:,.1f} of {size / 1e6:,.1f} MB, {rate / 1e6:.1f} MB/s, "
+                          f"{(size - got) / max(rate, 1):.0f}s left", end='\r' if sys.stdout.isatty() else '\n', flush=True)
+        if got not in (size, plain):
+            fail(f"{url}: got {got:,} bytes, the manifest says {size:,}: the download broke off; run again")
+        with tempfile.TemporaryDirectory(prefix='boardgpt-') as scratch:
+            con = sqlite3.connect(':memory:', uri=True)
+            try:
+                attach(con, part, 'fetched', scratch)  # a broken gzip or a failed quick_check is an error line
+            finally:
+                con.close()
+        os.replace(part, path)
+    except (http.client.HTTPException, OSError) as e:
+        fail(f"{url}: the download broke off after {got:,} of {size:,} bytes ({e}); run again")
+    finally:
+        if os.path.exists(part):
+            os.remove(part)  # nothing half-written stays behind
+    print(f"{label}: fetched {entry['key']} ({got / 1e6:.1f} MB in {time.time() - t0:.1f}s)" + ' ' * 20)
+    return True
+
+
+def held(folder, entry, prefix):
+    """Whether a snapshot folder holds a manifest entry's object, whole."""
+    key = entry.get('key') if isinstance(entry, dict) else None
+    if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
+        return False
+    path = os.path.join(folder, key[len('board-snapshots/'):])
+    return os.path.isfile(path) and os.path.getsize(path) == entry.get('bytes')
+
+
+def write_manifest(folder, sub, manifest):
+    """The folder's manifest: the new one, but for each board and layout it holds an older build
+    of and did not fetch now, the entry of the build it holds: it lists what the folder has."""
+    path, prefix = os.path.join(folder, sub, 'manifest.json'), f'board-snapshots/{sub}/'
+    if 'entries' in manifest and os.path.isfile(path):
+        try:
+            old = read_manifest(path, 'entries')['entries']
+        except InputError:
+            old = []
+        kept = {(e.get('boardType'), e.get('layoutId')): e for e in old if held(folder, e, prefix)}
+        entries = []
+        for e in manifest['entries']:
+            k = (e.get('boardType'), e.get('layoutId')) if isinstance(e, dict) else None
+            entries.append(e if held(folder, e, prefix) or k not in kept else kept[k])
+            kept.pop(k, None)
+        manifest = dict(manifest, entries=entries + list(kept.values()))
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, separators=(',', ':'))
+    os.replace(path + '.tmp', path)
+
+
+def download_snapshot(spec, base, folder):
+    """Fetch the newest snapshot of the config's board (and the catalogue) from base into folder."""
+    base = base.rstrip('/')
+    subs = ['v1-gzip'] + (['v1-catalog'] if spec['format'] != 'moonboard' else [])  # no MoonBoard catalogue
+    try:
+        manifests = {sub: fetch_manifest(f"{base}/{sub}/manifest.json", 'entries' if sub == 'v1-gzip' else 'artifact')
+                     for sub in subs}
+        entries = {'v1-gzip': board_entry(spec, manifests['v1-gzip']['entries'], f"{base}/v1-gzip/manifest.json")}
+    except InputError as e:
+        try:
+            snapshot_files(spec, folder)  # what an earlier run fetched still reads: go on with it
+        except InputError:
+            raise e from None
+        print(f"warning: {e}; preparing the snapshot already in {folder}")
+        return
+    if 'v1-catalog' in manifests:
+        entries['v1-catalog'] = manifests['v1-catalog']['artifact']
+    for sub in subs:
+        path = key_path(folder, entries[sub], f'board-snapshots/{sub}/', f"{base}/{sub}/manifest.json")
+        what = f"{board_type(spec)} layout {spec['layout_id']}" if sub == 'v1-gzip' else 'catalogue'
+        fetched = fetch_object(entries[sub], path, f"{what} snapshot")
+        write_manifest(folder, sub, manifests[sub])
+        for old in os.listdir(os.path.dirname(path)) if fetched else ():  # superseded builds of this object
+            if old.endswith('.db') and old != os.path.basename(path):
+                os.remove(os.path.join(os.path.dirname(path), old))
+
+
+# -----------------------------------------------------------------------------
 # read every board
 t0 = time.time()
 if not boards:
@@ -429,20 +618,25 @@ if not 2 <= min_holds <= max_holds:
     fail(f"hold bounds must satisfy 2 <= min_holds <= max_holds, got min_holds {min_holds}, max_holds {max_holds}")
 if angle_min > angle_max or min_ascents < 0:
     fail(f"need angle_min <= angle_max and min_ascents >= 0, got {angle_min}..{angle_max} and {min_ascents}")
+if download and db:
+    fail("--download fetches the snapshot into data_root/board-snapshots; give --db or --download, not both")
 board_meta, board_rows, set_conflicts = [], {}, {}
 for spec in boards:
     path = os.path.expanduser(db or spec['path'])
+    if download:
+        path = os.path.join(data_root, 'board-snapshots')
+        download_snapshot(spec, snapshot_url, path)
     try:
         geometry, rows = read_board(spec, path)
     except sqlite3.Error as e:
         fail(f"{path} could not be read as an Aurora app database ({e}). {HOW_TO_GET_A_DB}")
     board_meta.append(dict(
         name=spec['name'], format=spec['format'], title=spec.get('title') or geometry['title'], source=path,
-        role_codes=dict(spec['role_ids']), holds=geometry['holds'], edges=geometry['edges'],
-        angles=list(spec['angles']), angle_known=geometry['angle_known'], role_colors=geometry['role_colors'],
+        role_codes=dict(geometry['role_ids']), holds=geometry['holds'], edges=geometry['edges'],
+        angles=list(geometry['angles']), angle_known=geometry['angle_known'], role_colors=geometry['role_colors'],
         layout_title=geometry['layout_title'], size=geometry['size'], sizes=geometry['sizes'], sets=geometry['sets'],
         hold_set=geometry['hold_set'],
-        min_start=1, max_start=spec['max_start'], min_finish=1, max_finish=spec['max_finish'],
+        min_start=1, max_start=spec.get('max_start', 2), min_finish=1, max_finish=spec.get('max_finish', 2),
         min_holds=min_holds, max_holds=max_holds))
     board_rows[spec['name']] = rows
     set_conflicts[spec['name']] = geometry['set_conflicts']

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import random
+import re
 import sqlite3
 from contextlib import closing
 
@@ -289,8 +290,6 @@ def make_snapshot(aurora_db, root, board_type='tiny', layout_id=1, shape=2, priv
     missing-holds copy of a climb, a gzip catalogue, and the two manifests. Returns (the folder,
     what prepare must count removed beyond the database's own removals)."""
     base = os.path.join(root, 'board-snapshots')
-    climbs_key = f'board-snapshots/v1-gzip/{board_type}/{layout_id}/{STAMP}.db'
-    catalog_key = f'board-snapshots/v1-catalog/{STAMP}.db'
     os.makedirs(root, exist_ok=True)
     plain = os.path.join(root, 'climbs.db')
     with closing(sqlite3.connect(f'file:{aurora_db}?mode=ro', uri=True)) as src, closing(sqlite3.connect(plain)) as out:
@@ -325,6 +324,15 @@ def make_snapshot(aurora_db, root, board_type='tiny', layout_id=1, shape=2, priv
                 out.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(row) + 1))})", (board_type, *row))
         out.commit()
 
+    publish_snapshot(root, board_type, layout_id, plain, cat, shape, privacy, format_version)
+    return base, {reason: 1 for reason, _ in FLAGGED}
+
+
+def publish_snapshot(root, board_type, layout_id, climbs, catalog=None, shape=2, privacy=1, format_version=1):
+    """Gzip a plain climbs file (and catalogue) into root/board-snapshots/ under boardsesh's keys,
+    with the manifests that list them; the plain files are removed."""
+    base = os.path.join(root, 'board-snapshots')
+
     def publish(path, key):
         raw = open(path, 'rb').read()
         body = gzip.compress(raw, mtime=0)
@@ -335,13 +343,71 @@ def make_snapshot(aurora_db, root, board_type='tiny', layout_id=1, shape=2, priv
         return dict(key=key, url=f'https://snapshots.example/{key}', bytes=len(body), uncompressedBytes=len(raw),
                     contentEncoding='gzip', builtAt='2026-11-30T07:15:00.000Z')
 
-    entry = dict(boardType=board_type, layoutId=layout_id, **publish(plain, climbs_key), schemaVersion=12,
+    entry = dict(boardType=board_type, layoutId=layout_id,
+                 **publish(climbs, f'board-snapshots/v1-gzip/{board_type}/{layout_id}/{STAMP}.db'), schemaVersion=12,
                  privacyVersion=privacy, artifactShape=shape)
-    artifact = dict(publish(cat, catalog_key), schemaVersion=1)
-    for folder, manifest in (('v1-gzip', dict(formatVersion=format_version, generatedAt='2026-11-30T07:18:42.517Z',
-                                              entries=[entry])),
-                             ('v1-catalog', dict(formatVersion=format_version, generatedAt='2026-11-30T07:15:03.904Z',
-                                                 artifact=artifact))):
+    manifests = [('v1-gzip', dict(formatVersion=format_version, generatedAt='2026-11-30T07:18:42.517Z', entries=[entry]))]
+    if catalog:
+        artifact = dict(publish(catalog, f'board-snapshots/v1-catalog/{STAMP}.db'), schemaVersion=1)
+        manifests.append(('v1-catalog', dict(formatVersion=format_version, generatedAt='2026-11-30T07:15:03.904Z',
+                                             artifact=artifact)))
+    for folder, manifest in manifests:
         with open(os.path.join(base, folder, 'manifest.json'), 'w') as f:
             json.dump(manifest, f, separators=(',', ':'))
-    return base, {reason: 1 for reason, _ in FLAGGED}
+    return base
+
+
+def remap_board(db, layout_id, product_id, size_id, role_ids, role_names=('start', 'hand', 'finish', 'foot')):
+    """Give the tiny database another board's ids (layout, product, its main size, role ids, with
+    the names boardsesh's catalogues use), the climbs' frames rewritten to match."""
+    codes = {ROLE_IDS[r]: role_ids[r] for r in ROLE_IDS}
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("UPDATE layouts SET id = 99 WHERE id = 2")  # out of the way of the new id
+        con.execute("UPDATE placements SET layout_id = 99 WHERE layout_id = 2")
+        con.execute("UPDATE climbs SET layout_id = 99 WHERE layout_id = 2")
+        con.execute("UPDATE layouts SET id = ?, product_id = ? WHERE id = 1", (layout_id, product_id))
+        con.execute("UPDATE layouts SET product_id = ?", (product_id,))
+        for table in ('placements', 'climbs'):
+            con.execute(f"UPDATE {table} SET layout_id = ? WHERE layout_id = 1", (layout_id,))
+        for table in ('product_sizes', 'holes'):
+            con.execute(f"UPDATE {table} SET product_id = ?", (product_id,))
+        con.execute("UPDATE products SET id = ?", (product_id,))
+        con.execute("UPDATE product_sizes SET id = ? WHERE id = 10", (size_id,))
+        con.execute("UPDATE leds SET product_size_id = ? WHERE product_size_id = 10", (size_id,))
+        con.execute("DELETE FROM placement_roles")
+        for position, (role, name) in enumerate(zip(ROLE_IDS, role_names), 1):
+            con.execute("INSERT INTO placement_roles VALUES (?, ?, ?, ?, ?, '00FF00', NULL)",
+                        (role_ids[role], product_id, position, name, name.title()))
+        for uuid, frames in con.execute("SELECT uuid, frames FROM climbs").fetchall():
+            new = re.sub(r'r(\d+)', lambda m: f"r{codes.get(int(m.group(1)), int(m.group(1)))}", frames)
+            con.execute("UPDATE climbs SET frames = ? WHERE uuid = ?", (new, uuid))
+        con.commit()
+
+
+def make_moonboard_snapshot(root, layout_id, n_problems=80, seed=0):
+    """A MoonBoard layout's climbs file as boardsesh writes it (grid cells, roles 42/43/44, graded
+    at 40 and some at 25 degrees), published under root/board-snapshots/. -> (the folder, rows kept)."""
+    rng = random.Random(seed)
+    plain = os.path.join(root, 'climbs.db')
+    os.makedirs(root, exist_ok=True)
+    kept = 0
+    with closing(sqlite3.connect(plain)) as out:
+        out.executescript(SNAPSHOT_CLIMBS.format(shape=' WITHOUT ROWID'))
+        for i in range(n_problems):
+            cells = rng.sample(range(1, 188), rng.randint(4, 9))  # rows 1..17
+            starts = cells[:rng.randint(1, 2)]
+            tops = rng.sample(range(188, 199), rng.randint(1, 2))  # row 18
+            frames = ''.join(f'p{c}r42' for c in starts) + ''.join(f'p{c}r43' for c in cells[len(starts):]) + \
+                ''.join(f'p{c}r44' for c in tops)
+            uuid = f'moon-{layout_id}-{i:04d}'
+            out.execute("INSERT INTO board_climbs (uuid, board_type, layout_id, setter_username, name, angle, "
+                        "frames_count, frames, is_draft, is_listed, is_hidden) VALUES (?, 'moonboard', ?, 'setter', ?, "
+                        "40, 1, ?, 0, 1, 0)", (uuid, layout_id, f'problem {i}', frames))
+            for angle in (40, 25) if i % 3 == 0 else (40,):
+                out.execute("INSERT INTO board_climb_stats (board_type, climb_uuid, angle, display_difficulty, "
+                            "difficulty_average) VALUES ('moonboard', ?, ?, ?, ?)", (uuid, angle, 16 + i % 12, 16 + i % 12))
+                kept += 1
+        out.execute("INSERT INTO snapshot_meta VALUES ('board_climbs', '2026-11-30T06:00:00Z', '1', ?, ?, 12, 1)",
+                    (n_problems, STAMP))
+        out.commit()
+    return publish_snapshot(root, 'moonboard', layout_id, plain), kept

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import error_line, run, shared
-from fixtures import make_aurora_db, make_snapshot
+from fixtures import make_aurora_db, make_moonboard_snapshot, make_snapshot, remap_board
 from routes import SPLITS
 
 
@@ -131,6 +131,53 @@ def test_a_filter_that_leaves_nothing_is_an_error(tiny, tmp_path):
     err = error_line(proc)
     assert 'no route left' in err and 'angle outside 80..90' in err
     assert not os.path.exists(tmp_path / 'tiny' / 'meta.pkl')
+
+
+# -----------------------------------------------------------------------------
+# a config for every board boardsesh carries: each prepares from a small snapshot of that board's
+# ids, its role ids and angles read from the catalogue (boardsesh's ids, as its source gives them)
+
+AURORA_CONFIGS = {  # config: (product id, role ids start, middle, finish, foot)
+    'kilter_homewall': (7, (42, 43, 44, 45)), 'tension_mirror': (5, (5, 6, 7, 8)), 'tension1': (4, (1, 2, 3, 4)),
+    'decoy': (1, (1, 2, 3, 4)), 'touchstone': (1, (1, 2, 3, 4)), 'grasshopper': (1, (1, 2, 3, 4)),
+    'soill': (1, (1, 2, 3, 4)),
+}
+
+
+def board_of(config):
+    scope = {}
+    exec(open(os.path.join('config', f'{config}.py')).read(), scope)  # our own config file
+    return scope['boards'][0]
+
+
+@pytest.mark.parametrize('config', sorted(AURORA_CONFIGS))
+def test_every_aurora_config_prepares_from_its_snapshot(tmp_path, config):
+    spec = board_of(config)
+    assert set(spec) == {'name', 'board_type', 'format', 'path', 'layout_id', 'product_size_id'}  # what a climber knows
+    product, codes = AURORA_CONFIGS[config]
+    db = str(tmp_path / 'board.db')
+    expected, _ = make_aurora_db(db)
+    roles = dict(zip(('start', 'middle', 'finish', 'foot'), codes))
+    remap_board(db, spec['layout_id'], product, spec['product_size_id'], roles)
+    folder, _ = make_snapshot(db, str(tmp_path / 'bucket'), board_type=spec['board_type'], layout_id=spec['layout_id'])
+    proc = run('prepare.py', f'config/{config}.py', f'--db={folder}', f'--data_root={tmp_path}')
+    meta, bins = prepared(str(tmp_path), config)
+    board = meta['boards'][0]
+    assert board['role_codes'] == roles and board['angles'] == list(range(0, 75, 5))
+    assert board['title'] == 'Tiny Layout 6 x 8' and len(board['holds']) == 47
+    assert sum(len(meta['splits'][s]['climb_id']) for s in SPLITS) == len(expected)
+    assert 'removed: hidden' in proc.stdout
+
+
+@pytest.mark.parametrize('config', ['moonboard2024', 'moonboard_masters2017', 'moonboard_masters2019'])
+def test_every_moonboard_config_prepares_from_its_snapshot(tmp_path, config):
+    spec = board_of(config)
+    folder, kept = make_moonboard_snapshot(str(tmp_path / 'bucket'), spec['layout_id'])
+    run('prepare.py', f'config/{config}.py', f'--db={folder}', f'--data_root={tmp_path}')
+    meta, _ = prepared(str(tmp_path), config)
+    angles = [a for s in SPLITS for a in meta['splits'][s]['angle']]
+    assert len(angles) == kept and set(angles) == {25, 40} and meta['boards'][0]['angles'] == [25, 40]
+    assert meta['boards'][0]['title'] == spec['title']
 
 
 # -----------------------------------------------------------------------------
