@@ -1,16 +1,17 @@
 """
 Real board data in, token bins out.
 
-    python prepare.py config/kilter.py
+    python prepare.py config/kilter.py --download
     python prepare.py config/kilter.py --db=~/Downloads/db.sqlite3 --min_ascents=5
 
-Reads an Aurora app database (Kilter, Tension; opened read-only) or MoonBoard problem JSON, keeps
-the routes that pass the filters below, and writes to data/<dataset>/:
+Reads boardsesh's nightly snapshot of a board (--download fetches it; --db= a snapshot folder or
+climbs file), an Aurora app database (Kilter, Tension; opened read-only) or MoonBoard problem
+JSON, keeps the routes that pass the filters below, and writes to data/<dataset>/:
 - train.bin, val.bin, test.bin: uint16 token streams, one sequence per (climb, angle),
   <board> <angle> <grade> holds <end> (the grammar is in routes.py);
 - meta.pkl: vocabulary, token kinds and hold attributes, board geometry, role rules and LED map
   (where the database has one), and per-route arrays (offset, board, angle, difficulty, ascents,
-  quality, climb id, name) per split.
+  quality, climb id, name, setter) per split.
 Every row read is accounted for: the table printed at the end counts rows removed per reason.
 meta.pkl also carries what a climber's wall can be (routes.Wall): every size of the board with the
 holds it has and their LED positions, each hold's set, and per route the sizes it fits and the
@@ -83,18 +84,20 @@ def open_aurora(path):
 
 
 def read_climbs(con, spec):
-    """(uuid, name, frames, setter's angle, why it is not a climb to browse and climb as set, or
-    None) of each row of con's climbs table (an app database) or view (a boardsesh snapshot, whose
-    flags hidden and missing holds the app lacks)."""
+    """(uuid, name, setter, frames, setter's angle, why it is not a climb to browse and climb as
+    set, or None) of each row of con's climbs table (an app database) or view (a boardsesh
+    snapshot, whose flags hidden and missing holds the app lacks)."""
     columns = {r[1] for r in con.execute("PRAGMA table_info(climbs)")}
-    flags = ', '.join(c if c in columns else f'NULL AS {c}' for c in ('is_hidden', 'missing_hold_count'))
-    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, hidden, missing in con.execute(
-            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {flags} FROM climbs ORDER BY uuid"):
+    optional = ', '.join(c if c in columns else f'NULL AS {c}'
+                         for c in ('setter_username', 'is_hidden', 'missing_hold_count'))
+    for uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, setter, hidden, missing in con.execute(
+            f"SELECT uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, {optional} FROM climbs "
+            f"ORDER BY uuid"):
         problem = ('other layout' if layout_id != spec['layout_id'] else 'draft' if is_draft else
                    'unlisted' if not is_listed else 'hidden' if hidden else
                    'animated (several frames)' if frames_count and frames_count > 1 else
                    'missing holds' if missing else None)
-        yield uuid, name, frames, angle, problem
+        yield uuid, name, setter, frames, angle, problem
 
 
 def read_aurora(spec, path, con=None):
@@ -149,12 +152,12 @@ def read_aurora(spec, path, con=None):
         angles = sorted(a for (a,) in con.execute("SELECT angle FROM products_angles WHERE product_id = ?", (layout[1],)))
     angles = angles or AURORA_ANGLES
     rows = []
-    for uuid, name, frames, setter_angle, problem in read_climbs(con, spec):
+    for uuid, name, setter, frames, setter_angle, problem in read_climbs(con, spec):
         # a climb nobody has logged has no stats row: it counts as 0 ascents where the database
         # counts ascents per angle, and as unknown where it has none
         for angle, diff, asc, qual in stats.get(uuid) or [(setter_angle if per_angle else None, None, 0 if per_angle else None, None)]:
-            rows.append(dict(climb_id=uuid, name=name, route=frames, angle=angle, difficulty=diff, ascents=asc,
-                             quality=qual, problem=problem))
+            rows.append(dict(climb_id=uuid, name=name, setter=setter, route=frames, angle=angle, difficulty=diff,
+                             ascents=asc, quality=qual, problem=problem))
     # the walls this board can be: each hold's set, and every size of the product with the board's
     # holds it has (by its LEDs where the database lists them, else by its edges) and their LED
     # positions (lights.py: each size numbers its LEDs differently), and each role's LED colour
@@ -256,12 +259,12 @@ def read_moonboard(spec, path):
     rows = []
     for i, p in enumerate(problems):
         if not isinstance(p, dict) or 'site_id' not in p:
-            rows.append(dict(climb_id=f'#{i}', name=None, route=None, angle=None, difficulty=None, ascents=None,
-                             quality=None, problem='malformed problem (no site_id)'))
+            rows.append(dict(climb_id=f'#{i}', name=None, setter=None, route=None, angle=None, difficulty=None,
+                             ascents=None, quality=None, problem='malformed problem (no site_id)'))
             continue
         grade = str(p.get('grade', '')).lower()
-        rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), route=p.get('holds'), angle=MOONBOARD_JSON_ANGLE,
-                         difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
+        rows.append(dict(climb_id=str(p['site_id']), name=p.get('name'), setter=p.get('author'), route=p.get('holds'),
+                         angle=MOONBOARD_JSON_ANGLE, difficulty=FONT_TO_DIFFICULTY.get(grade), ascents=None, quality=None,
                          problem=None if grade in FONT_TO_DIFFICULTY else 'unknown grade'))
     return moonboard_geometry(dict(spec, set_ids=set_ids), hold_set, conflicts), rows
 
@@ -275,8 +278,8 @@ def read_moonboard(spec, path):
 SNAPSHOT_FORMATS = (1, 2)  # manifest formatVersion: boardsesh's exporter writes 1, its dataset doc says 2
 SNAPSHOT_PRIVACY = 1  # boardsesh's own clients refuse any other privacyVersion
 SNAPSHOT_VIEWS = {  # the app's table: (file, snapshot table, its columns as the readers want them)
-    'climbs': ('snap', 'board_climbs', 'uuid, name, layout_id, frames, frames_count, is_draft, is_listed, angle, '
-                                       'is_hidden, missing_hold_count'),
+    'climbs': ('snap', 'board_climbs', 'uuid, name, setter_username, layout_id, frames, frames_count, is_draft, '
+                                       'is_listed, angle, is_hidden, missing_hold_count'),
     # boardsesh stores Aurora's 1-3 quality times 5/3: back to the app's scale, so min_quality means one thing
     'climb_stats': ('snap', 'board_climb_stats', 'climb_uuid, angle, display_difficulty, ascensionist_count, '
                                                  'quality_average * 3 / 5 AS quality_average'),
@@ -433,7 +436,7 @@ def read_snapshot_moonboard(spec, con):
                                               "FROM climb_stats"):
         stats[uuid].append((angle, diff, asc))
     rows = []
-    for uuid, name, frames, setter_angle, problem in read_climbs(con, spec):
+    for uuid, name, setter, frames, setter_angle, problem in read_climbs(con, spec):
         route = frames  # a malformed string stays one: the grammar names what is wrong with it
         first = (frames or '').split(',')[0]
         if re.fullmatch(r'(?:p\d+r\d+)+', first):
@@ -444,8 +447,8 @@ def read_snapshot_moonboard(spec, con):
                 route[MOONBOARD_SNAPSHOT_ROLES.get(int(role), f'r{role}')].append(hold)
             route = dict(route)
         for angle, diff, asc in stats.get(uuid) or [(setter_angle, None, None)]:
-            rows.append(dict(climb_id=uuid, name=name, route=route, angle=angle, difficulty=diff, ascents=asc,
-                             quality=None, problem=problem or (None if diff is not None else 'unknown grade')))
+            rows.append(dict(climb_id=uuid, name=name, setter=setter, route=route, angle=angle, difficulty=diff,
+                             ascents=asc, quality=None, problem=problem or (None if diff is not None else 'unknown grade')))
     # the format carries no hold's set (the JSON's holds_setup is not in it): every hold is in none
     return moonboard_geometry(spec, {}, 0), rows
 
@@ -714,7 +717,7 @@ for split, items in split_rows.items():
     items.sort(key=lambda it: (it[0], it[1]['climb_id'], -1 if it[1]['angle'] is None else it[1]['angle']))
     tokens = []  # every column exists, an empty split's too
     arrays = {k: [] for k in ('offset', 'board', 'angle', 'difficulty', 'ascents', 'quality', 'climb_id', 'name',
-                              'sizes', 'sets')}
+                              'setter', 'sizes', 'sets')}
     for name, row, holds in items:
         arrays['offset'].append(len(tokens))
         seq = grammar.encode(name, row['angle'], row['difficulty'], holds)
@@ -727,6 +730,7 @@ for split, items in split_rows.items():
         arrays['quality'].append(row['quality'])
         arrays['climb_id'].append(row['climb_id'])
         arrays['name'].append(row['name'])
+        arrays['setter'].append(row['setter'])  # boardsesh asks that a climb it carries be shown with its setter
         sizes, sets_used = route_walls(name, holds)  # the walls it fits: these sizes, with these sets
         arrays['sizes'].append(sizes)
         arrays['sets'].append(sets_used)
