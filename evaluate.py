@@ -253,7 +253,7 @@ if grader is not None and wall is None:
     predictions = dict(model=grade_routes(grader, test['inputs'], test['angle'])['difficulty'])
     if len(grader.paths) > 1:  # an ensemble: its first member alone, to show what the ensemble adds
         predictions['single'] = grade_routes(grader.members[0], test['inputs'], test['angle'])['difficulty']
-    predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_features(test['inputs'], test['angle'], token_role))
+    predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_design(test['inputs'], test['angle'], token_role))
     report['grade'] = metrics.grade_metrics_by_board(test, predictions)
     for b, entry in report['grade'].items():
         on_board = test['board'] == b

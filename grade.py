@@ -31,7 +31,7 @@ import sys
 
 from configurator import configure
 from lights import hex_lines, route_packets
-from metrics import ClimbIndex
+from metrics import ClimbIndex, climb_label
 from model import check_device, checkpoint_dir, grade_curve, grade_routes, load_grader
 from routes import (FONT, SPLITS, Grammar, InputError, RouteError, encoder_input, grade_name, grade_record, load_meta,
                     load_split)
@@ -115,7 +115,7 @@ if frames:
     near = nearest_record(default_board, holds, a)
     if near:
         logged = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
-        print(f"nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{logged})")
+        print(f"nearest known climb: {climb_label(near)} (distance {near['distance']:.2f}{logged})")
     if lights:
         print(f"lights:\n{hex_lines(packets)}")
     sys.exit(0)

@@ -13,14 +13,16 @@ measured against:
   baseline (routes from hold frequencies, under the same grammar as the GPT).
 """
 
+import itertools
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from model import sample_tokens
-from routes import CONDITIONING, END, DecodingRules, fits_wall, font_grade, pad, v_number
+from routes import CONDITIONING, END, DecodingRules, fits_wall, font_grade, v_number
 
 
 def distinct_rate(routes):
@@ -152,40 +154,115 @@ def grade_report(by_board, min_ascents=5):
 # -----------------------------------------------------------------------------
 # the baseline: ridge regression on hold-and-angle features, in closed form
 
+class RidgeDesign:
+    """A ridge design matrix kept sparse, so memory grows with the non-zeros and not with rows x
+    columns: the one-hot block (width columns) as the column indices each row sets, in CSR form
+    (columns, offsets (N+1,)), then numeric (N, M) float64, the dense columns after it."""
+
+    def __init__(self, columns, offsets, numeric, width):
+        self.columns, self.offsets, self.numeric, self.width = columns, offsets, numeric, width
+        self.shape = (len(numeric), width + numeric.shape[1])
+
+    @classmethod
+    def of(cls, X):
+        """A design, or a dense (N, D) matrix taken as all numeric columns."""
+        if isinstance(X, cls):
+            return X
+        X = np.asarray(X, dtype=np.float64)
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(len(X) + 1, dtype=np.int64), X, 0)
+
+    def counts(self):
+        return np.diff(self.offsets)
+
+    def entry_rows(self):
+        """The row of each one-hot entry."""
+        return np.repeat(np.arange(len(self.numeric)), self.counts())
+
+    def dense(self):
+        """(N, D) float32 tensor: for small cases and for looking at the features."""
+        out = torch.zeros(len(self.numeric), self.width)
+        out[torch.from_numpy(self.entry_rows()), torch.from_numpy(self.columns)] = 1.0
+        return torch.cat([out, torch.from_numpy(self.numeric).float()], 1)
+
+
+def ridge_design(inputs, angles, token_role):
+    """The ridge baseline's features as a RidgeDesign: one-hot of the hold-and-role tokens and of
+    the board token (so one dataset of several boards gets an offset per board), then angle/45,
+    (angle/45)^2, angle unknown, hold count/10 and a constant. inputs: the grade model's
+    (routes.encoder_input lists, or an (N, T) array padded with 0); a route's tokens are distinct,
+    as the grammar's strict order makes them. Unknown angles (NaN) enter as 0 with the 'unknown'
+    flag set."""
+    if isinstance(inputs, list):
+        lengths = np.fromiter(map(len, inputs), dtype=np.int64, count=len(inputs))
+        flat = np.fromiter(itertools.chain.from_iterable(inputs), dtype=np.int64, count=int(lengths.sum()))
+    else:
+        inputs = np.asarray(inputs, dtype=np.int64)
+        lengths, flat = np.full(len(inputs), inputs.shape[1], dtype=np.int64), inputs.ravel()
+    role = np.asarray(token_role)
+    N = len(lengths)
+    is_hold = role[flat] > 0
+    keep = is_hold.copy()
+    keep[np.cumsum(lengths)[lengths > 0] - lengths[lengths > 0]] = True  # the board token, first in each row
+    row = np.repeat(np.arange(N), lengths)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=N))])
+    holds = np.bincount(row[is_hold], minlength=N)
+    # numeric columns in float32, as the dense design had them
+    a = np.asarray(angles, dtype=np.float32) / np.float32(45.0)
+    unknown = np.isnan(a)
+    a = np.where(unknown, np.float32(0), a)
+    numeric = np.stack([a, a * a, unknown.astype(np.float32), holds.astype(np.float32) / np.float32(10.0),
+                        np.ones(N, dtype=np.float32)], 1)
+    return RidgeDesign(flat[keep], offsets, numeric.astype(np.float64), len(role))
+
+
 def ridge_features(inputs, angles, token_role):
-    """(N, D) float32 design: one-hot of the hold-and-role tokens and of the board token (so one
-    dataset of several boards gets an offset per board), then angle/45, (angle/45)^2, angle unknown,
-    hold count/10 and a constant. inputs: the grade model's (routes.encoder_input lists, or an
-    (N, T) array padded with 0). Unknown angles (NaN) enter as 0 with the 'unknown' flag set."""
-    inputs = torch.as_tensor(pad(inputs) if isinstance(inputs, list) else inputs)
-    role = torch.as_tensor(token_role)
-    N, V = inputs.size(0), len(role)
-    onehot = torch.zeros(N, V)
-    is_hold = role[inputs] > 0
-    onehot.scatter_(1, torch.where(is_hold, inputs, 0), is_hold.float())  # non-holds write 0 to column 0 (padding)
-    onehot[torch.arange(N), inputs[:, 0]] = 1.0  # the board token
-    a = torch.as_tensor(np.asarray(angles, dtype=np.float32)) / 45.0
-    unknown = torch.isnan(a)
-    a = torch.where(unknown, torch.zeros_like(a), a)
-    numeric = torch.stack([a, a * a, unknown.float(), is_hold.sum(1).float() / 10.0, torch.ones(N)], 1)
-    return torch.cat([onehot, numeric], 1)
+    """ridge_design's features as a dense (N, D) float32 tensor (for small inputs)."""
+    return ridge_design(inputs, angles, token_role).dense()
+
+
+def ridge_normal_equations(X, y, weights=None, chunk=1 << 22):
+    """X^T W X (D, D) and X^T W y (D,) in float64 for a RidgeDesign (or a dense matrix). The one-hot
+    block's Gram is a bincount over each row's column pairs, taken over rows of one count at a
+    time, at most chunk pairs at once."""
+    X = RidgeDesign.of(X)
+    V, M = X.width, X.numeric.shape[1]
+    y = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    counts = X.counts()
+    onehot = np.zeros(V * V)
+    for c in np.unique(counts[counts > 0]):
+        rows = np.flatnonzero(counts == c)
+        step = max(1, chunk // (c * c))
+        for i in range(0, len(rows), step):
+            part = rows[i:i + step]
+            cols = X.columns[X.offsets[part][:, None] + np.arange(c)]  # (rows, c)
+            pairs = (cols[:, :, None] * V + cols[:, None, :]).ravel()
+            onehot += np.bincount(pairs, np.repeat(w[part], c * c), minlength=V * V)
+    per_entry = X.entry_rows()
+    cross = np.stack([np.bincount(X.columns, (w * X.numeric[:, j])[per_entry], minlength=V) for j in range(M)], 1)
+    gram = np.block([[onehot.reshape(V, V), cross], [cross.T, X.numeric.T @ (X.numeric * w[:, None])]])
+    rhs = np.concatenate([np.bincount(X.columns, (w * y)[per_entry], minlength=V), X.numeric.T @ (w * y)])
+    return gram, rhs
+
+
+def solve_ridge(gram, rhs, l2):
+    """Coefficients (D,) from ridge_normal_equations' result, the constant (last column) unpenalised."""
+    penalty = np.full(len(rhs), float(l2))
+    penalty[-1] = 0.0
+    return np.linalg.solve(gram + np.diag(penalty), rhs)
 
 
 def fit_ridge(X, y, weights=None, l2=1.0):
     """Weighted ridge regression in closed form: argmin_w sum_i weights_i (X_i w - y_i)^2 + l2 |w|^2,
-    the constant (last column) unpenalised. -> coefficients (D,) float64."""
-    X = torch.as_tensor(X, dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(y, dtype=np.float64))
-    w = torch.ones(len(y), dtype=torch.float64) if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
-    gram = (X.T @ (X * w.float()[:, None])).double()  # float32 matmul for speed, float64 solve
-    penalty = torch.full((X.size(1),), float(l2), dtype=torch.float64)
-    penalty[-1] = 0.0
-    rhs = X.double().T @ (w * y)
-    return torch.linalg.solve(gram + torch.diag(penalty), rhs).numpy()
+    the constant (last column) unpenalised. X: a RidgeDesign or a dense (N, D) matrix. -> (D,) float64."""
+    return solve_ridge(*ridge_normal_equations(X, y, weights), l2)
 
 
 def ridge_predict(coef, X):
-    return (torch.as_tensor(X, dtype=torch.float64) @ torch.as_tensor(coef)).numpy()
+    X = RidgeDesign.of(X)
+    coef = np.asarray(coef, dtype=np.float64)
+    onehot = np.bincount(X.entry_rows(), coef[X.columns], minlength=len(X.numeric))
+    return onehot + X.numeric @ coef[X.width:]
 
 
 def ascent_weights(ascents, cap):
@@ -199,11 +276,12 @@ def ascent_weights(ascents, cap):
 def ridge_baseline(train, val, token_role, weights=None, l2_grid=(0.3, 1.0, 3.0, 10.0, 30.0)):
     """Fit the ridge baseline on train (dicts of graded rows: inputs, angle, difficulty) for each
     l2 in the grid and keep the one with the lowest val MAE. -> (coef, l2, val MAE)."""
-    X_train = ridge_features(train['inputs'], train['angle'], token_role)
-    X_val = ridge_features(val['inputs'], val['angle'], token_role)
+    X_train = ridge_design(train['inputs'], train['angle'], token_role)
+    normal = ridge_normal_equations(X_train, train['difficulty'], weights)
+    X_val = ridge_design(val['inputs'], val['angle'], token_role)
     best = None
-    for l2 in l2_grid:
-        coef = fit_ridge(X_train, train['difficulty'], weights, l2)
+    for l2 in l2_grid:  # one Gram matrix, a solve per l2
+        coef = solve_ridge(*normal, l2)
         mae = float(np.abs(ridge_predict(coef, X_val) - val['difficulty']).mean()) if len(val['difficulty']) else 0.0
         if best is None or mae < best[2]:
             best = (coef, l2, mae)
@@ -281,31 +359,57 @@ class ClimbIndex:
     nearest climb by Jaccard distance over holds with roles, through an inverted index (hold ->
     climbs), so a query costs the length of its holds' posting lists, not a pass over every climb.
     rows: load_split() dicts (any splits); each climb is one hold set with its id, name, grade at
-    every angle it was logged at, and the sizes it fits and hold sets it uses (for nearest on a wall)."""
+    every angle it was logged at, and the sizes it fits and hold sets it uses (for nearest on a wall).
+    Built with numpy on the token ids: a climb is its board token and hold tokens, which the
+    grammar's canonical order makes one sequence per hold set; rows of a climb at several angles
+    are one climb, the first row naming it, and its grades are gathered only when a query returns it."""
 
     def __init__(self, grammar, rows):
-        self.climbs = {}  # (board, hold set) -> dict(climb_id, name, grades {angle: difficulty}, sizes, sets)
-        for split in rows:
-            names = split.get('name', [None] * len(split['tokens']))
-            for tokens, climb_id, name, angle, difficulty, sizes, sets in zip(
-                    split['tokens'], split['climb_id'], names, split['angle'], split['difficulty'], split['sizes'],
-                    split['sets']):
-                route = grammar.decode(tokens)
-                key = (route['board'], frozenset(route['holds']))
-                climb = self.climbs.setdefault(key, dict(climb_id=climb_id, name=name, grades={}, sizes=sizes, sets=sets))
-                if not np.isnan(difficulty):
-                    climb['grades'][None if np.isnan(angle) else int(angle)] = float(difficulty)
-        self.keys = list(self.climbs)
-        self.sizes = np.array([len(holds) for _, holds in self.keys])
-        boards = np.array([b for b, _ in self.keys], dtype=object)
-        self.on_board = {b: boards == b for b in grammar.boards}  # built once: queries are a hot path
-        self.postings = defaultdict(list)  # (board, placement, role) -> climb indices
-        for i, (board, holds) in enumerate(self.keys):
-            for placement, role in holds:
-                self.postings[(board, placement, role)].append(i)
-        self.postings = {k: np.array(v) for k, v in self.postings.items()}
-        self.walls = dict(board=boards, sizes=[self.climbs[k]['sizes'] for k in self.keys],
-                          sets=[self.climbs[k]['sets'] for k in self.keys])  # the columns fits_wall reads
+        self.grammar = grammar
+        tokens = [t for split in rows for t in split['tokens']]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.uint16, count=int(lengths.sum()))
+        N = len(tokens)
+        del tokens
+        # each row's key: (N, 1 + most holds) uint16, its board token then its hold tokens, 0-padded
+        n_holds = lengths - CONDITIONING - 1
+        starts = np.cumsum(lengths) - lengths
+        keys = np.zeros((N, 1 + int(n_holds.max(initial=0))), dtype=np.uint16)
+        keys[:, 0] = flat[starts]
+        row = np.repeat(np.arange(N), n_holds)
+        col = np.arange(len(row)) - np.repeat(np.cumsum(n_holds) - n_holds, n_holds)
+        keys[row, 1 + col] = flat[starts[row] + CONDITIONING + col]
+        del flat, row, col
+        # climbs numbered in order of first row; the keys as one bytes string each, sorted, for
+        # exact lookups (token 0 is no hold, so the S type's dropping trailing NULs loses nothing)
+        self.sorted_keys, first, inverse = np.unique(keys.view(f'S{2 * keys.shape[1]}').ravel(), return_index=True,
+                                                     return_inverse=True)
+        order = np.argsort(first)
+        self.key_climb = np.empty(len(order), dtype=np.int64)  # sorted_keys[k] is climb key_climb[k]
+        self.key_climb[order] = np.arange(len(order))
+        self.row_climb, self.first_row = self.key_climb[inverse], first[order]
+        climb_keys = keys[self.first_row]
+        held = climb_keys[:, 1:] > 0
+        self.sizes = held.sum(1)
+        self.climb_tokens = climb_keys[:, 1:][held]  # climb by climb; climb_start[i] is where climb i's begin
+        self.climb_start = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.on_board = {b: climb_keys[:, 0] == t for b, t in grammar.board_token.items()}
+        # postings: the climbs using each hold token, ascending; token t's are postings[posting_start[t]:posting_start[t + 1]]
+        self.postings = np.repeat(np.arange(len(self)), self.sizes)[np.argsort(self.climb_tokens, kind='stable')]
+        per_token = np.bincount(self.climb_tokens, minlength=grammar.vocab_size)
+        self.posting_start = np.concatenate([[0], np.cumsum(per_token)])
+        # per row, what a returned climb reports
+        self.angle, self.difficulty = (np.concatenate([np.zeros(0)] + [np.asarray(s[k], dtype=np.float64) for s in rows])
+                                       for k in ('angle', 'difficulty'))
+        self.climb_id = [v for s in rows for v in s['climb_id']]
+        self.name, self.setter = ([v for s in rows for v in s.get(k, [None] * len(s['tokens']))] for k in ('name', 'setter'))
+        first = self.first_row.tolist()
+        board_name = np.empty(grammar.vocab_size, dtype=object)
+        for b, t in grammar.board_token.items():
+            board_name[t] = b
+        sizes, sets = ([v for s in rows for v in s[k]] for k in ('sizes', 'sets'))
+        self.walls = dict(board=board_name[climb_keys[:, 0]], sizes=[sizes[i] for i in first],
+                          sets=[sets[i] for i in first])  # the columns fits_wall reads
         self.on_wall = {}  # wall key -> (climbs,) bool, built on the first query on that wall
 
     def fitting(self, board, wall=None):
@@ -317,22 +421,85 @@ class ClimbIndex:
         return self.on_wall[wall.key]
 
     def __len__(self):
-        return len(self.keys)
+        return len(self.first_row)
+
+    def _hold_tokens(self, board, holds):
+        """The tokens of a set of (placement, role) on this board, None for a pair it lacks."""
+        return [self.grammar.hold_token.get((board, p, r)) for p, r in set(holds)]
+
+    def find(self, board, holds):
+        """The number of the climb with exactly these holds on this board, or None."""
+        tokens = self._hold_tokens(board, holds)
+        if board not in self.grammar.board_token or None in tokens:
+            return None
+        tokens.sort(key=self.grammar.meta['hold_rank'].__getitem__)  # canonical order, as the keys have it
+        key = np.zeros(self.sorted_keys.itemsize // 2, dtype=np.uint16)
+        if len(tokens) >= len(key):
+            return None
+        key[:len(tokens) + 1] = [self.grammar.board_token[board]] + tokens
+        key = key.view(self.sorted_keys.dtype)[0]
+        k = int(np.searchsorted(self.sorted_keys, key))
+        return int(self.key_climb[k]) if k < len(self.sorted_keys) and self.sorted_keys[k] == key else None
 
     def contains(self, board, holds):
-        return (board, frozenset(holds)) in self.climbs
+        return self.find(board, holds) is not None
+
+    def climb(self, i):
+        """Climb i as dict(climb_id, name, setter, grades {angle: difficulty}, sizes, sets): its first row
+        names it, and a later row of the same angle overrides an earlier one's grade."""
+        grades = {}
+        for r in np.flatnonzero(self.row_climb == i):
+            if not np.isnan(self.difficulty[r]):
+                grades[None if np.isnan(self.angle[r]) else int(self.angle[r])] = float(self.difficulty[r])
+        first = self.first_row[i]
+        return dict(climb_id=self.climb_id[first], name=self.name[first], setter=self.setter[first], grades=grades,
+                    sizes=self.walls['sizes'][i], sets=self.walls['sets'][i])
+
+    @property
+    def climbs(self):
+        """(board, frozenset of holds) -> climb(i), as a read-only mapping built on access."""
+        return _Climbs(self)
 
     def nearest(self, board, holds, angle=None, wall=None):
         """The known climb of this board closest to holds [(placement, role)]: dict(distance,
-        climb_id, name, difficulty at that angle or None), or None if the board has no climbs. With
+        climb_id, name, setter, difficulty at that angle or None), or None if the board has no climbs. With
         a wall, the nearest climb that fits it: one the climber can do instead."""
         holds = set(holds)
-        lists = [self.postings[(board, p, r)] for p, r in holds if (board, p, r) in self.postings]
-        shared = np.bincount(np.concatenate(lists), minlength=len(self.keys)) if lists else np.zeros(len(self.keys))
+        lists = [self.postings[self.posting_start[t]:self.posting_start[t + 1]]
+                 for t in self._hold_tokens(board, holds) if t is not None]
+        shared = np.bincount(np.concatenate(lists), minlength=len(self)) if lists else np.zeros(len(self))
         distance = np.where(self.fitting(board, wall), 1.0 - shared / (len(holds) + self.sizes - shared), np.inf)
         if not len(distance) or not np.isfinite(distance.min()):
             return None
         i = int(distance.argmin())  # ties: the first climb indexed
-        climb = self.climbs[self.keys[i]]
-        return dict(distance=float(distance[i]), climb_id=climb['climb_id'], name=climb['name'],
+        climb = self.climb(i)
+        return dict(distance=float(distance[i]), climb_id=climb['climb_id'], name=climb['name'], setter=climb['setter'],
                     difficulty=climb['grades'].get(angle))
+
+
+def climb_label(climb):
+    """A known climb as a climber names it: its name (else its id) and its setter, whom boardsesh
+    asks every app showing its climbs to credit."""
+    return (climb['name'] or climb['climb_id']) + (f" by {climb['setter']}" if climb.get('setter') else '')
+
+
+class _Climbs(Mapping):
+    """ClimbIndex.climbs: what the index held as a dict before it was built with numpy."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __getitem__(self, key):
+        i = self.index.find(*key)
+        if i is None:
+            raise KeyError(key)
+        return self.index.climb(i)
+
+    def __iter__(self):
+        meta, index = self.index.grammar.meta, self.index
+        for i in range(len(index)):
+            tokens = index.climb_tokens[index.climb_start[i]:index.climb_start[i + 1]].tolist()
+            yield index.walls['board'][i], frozenset((meta['hold_placement'][t], meta['hold_role'][t]) for t in tokens)
+
+    def __len__(self):
+        return len(self.index)

@@ -517,17 +517,18 @@ def route_nll(model, sequences, batch_size=256, blocked=None):
     mask does when sampling."""
     device = model.lm_head.weight.device
     blocked = None if blocked is None else torch.as_tensor(blocked, device=device)
-    out = []
+    order = np.argsort([len(s) for s in sequences], kind='stable')  # batches of similar length: little padding
+    out = np.zeros(len(sequences))
     for i in range(0, len(sequences), batch_size):
-        chunk = sequences[i:i + batch_size]
+        chunk = [sequences[j] for j in order[i:i + batch_size]]
         x = torch.from_numpy(pad([s[:-1] for s in chunk])).to(device)
         y = torch.from_numpy(pad([[-1] * (CONDITIONING - 1) + s[CONDITIONING:] for s in chunk], fill=-1)).to(device)
         logits, _ = model(x)
         if blocked is not None:
             logits = logits.masked_fill(blocked, float('-inf'))
         nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction='none')
-        out.append(nll.sum(1).cpu().numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+        out[order[i:i + batch_size]] = nll.sum(1).cpu().numpy()
+    return out
 
 
 def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0):

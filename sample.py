@@ -32,7 +32,7 @@ import torch
 from configurator import configure
 from draw import write_sheet
 from lights import hex_lines, route_packets
-from metrics import ClimbIndex
+from metrics import ClimbIndex, climb_label
 from model import (check_device, check_sampling, checkpoint_dir, grade_checkpoints, load_generator, load_grader,
                    sample_routes)
 from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
@@ -124,7 +124,7 @@ for i, r in enumerate(routes):
     print(f"  {text}")
     if near:
         at = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
-        print(f"  nearest known climb: {near['name'] or near['climb_id']} (distance {near['distance']:.2f}{at})")
+        print(f"  nearest known climb: {climb_label(near)} (distance {near['distance']:.2f}{at})")
     for role in ROLES:
         holds = [p for p, rr in r['holds'] if rr == role]
         if holds:

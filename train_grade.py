@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from metrics import ascent_weights, grade_metrics_by_board, grade_report, ridge_baseline, ridge_features, ridge_predict
+from metrics import ascent_weights, grade_metrics_by_board, grade_report, ridge_baseline, ridge_design, ridge_predict
 from model import build_grader, checkpoint_dir, grade_routes, grader_args, load_grader
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
 from trainer import format_seconds, similar_length_batch, train
@@ -161,5 +161,5 @@ if int(os.environ.get('RANK', 0)) == 0:
     predictions = dict(model=grade_routes(best, test['inputs'], test['angle'])['difficulty'])
     if ensemble > 1:
         predictions['member0'] = grade_routes(best.members[0], test['inputs'], test['angle'])['difficulty']
-    predictions['ridge'] = ridge_predict(coef, ridge_features(test['inputs'], test['angle'], token_role))
+    predictions['ridge'] = ridge_predict(coef, ridge_design(test['inputs'], test['angle'], token_role))
     print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))

@@ -123,7 +123,7 @@ def test_cli_grades_one_route(trained):
     m = re.fullmatch(r'tiny at 40 degrees: difficulty ([\d.]+), Font (\d[abc]\+?), (V\d+) '
                      r'\(likely: (\d[abc]\+?) (\d+)%, \d[abc]\+? (\d+)%, \d[abc]\+? (\d+)%\)\n', proc.stdout.splitlines(True)[0])
     assert m, proc.stdout
-    assert re.fullmatch(r'nearest known climb: \S+ \(distance [01]\.\d\d.*\)', proc.stdout.splitlines()[1]), proc.stdout
+    assert re.fullmatch(r'nearest known climb: \S+ by setter-\w{3} \(distance [01]\.\d\d.*\)', proc.stdout.splitlines()[1]), proc.stdout
     assert 100 >= int(m.group(5)) >= int(m.group(6)) >= int(m.group(7))  # most likely first
     model, grammar = load_grader(trained['checkpoint'], trained['meta']), Grammar(trained['meta'])
     expected = predict(model, [route_inputs(grammar, 'tiny', route, 40)[0]], [40])[0]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import ClimbIndex, jaccard_distance
+from fixtures import setter_of
+from metrics import ClimbIndex, climb_label, jaccard_distance
 from model import (GPT, GradeEncoder, GradeEnsemble, ModelConfig, _draw, build_grader, grade_curve, grade_routes,
                    grader_args, sample_routes)
 from routes import SPLITS, Grammar, load_meta, load_split
@@ -143,6 +144,7 @@ def test_nearest_known_climb(tiny_data):
     assert near['distance'] == 0 and index.contains('tiny', route['holds'])
     climb = index.climbs[('tiny', frozenset(route['holds']))]
     assert near['climb_id'] == climb['climb_id'] and near['difficulty'] == climb['grades'][route['angle']]
+    assert near['setter'] == setter_of(near['climb_id']) and climb_label(near).endswith(f" by {near['setter']}")
     if climb['climb_id'] == climb_id:  # (two climbs may share holds: the index keeps the first)
         assert near['difficulty'] == pytest.approx(rows[1]['difficulty'][5])
     # a changed route: the distance is the least Jaccard distance to any known climb, by brute force

@@ -204,6 +204,7 @@ def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
     points = css(d, '#curve polyline')[0].get_attribute('points').split()
     assert len(points) == 15 and len(css(d, '#curve .dot.here')) == 1
     assert 'Distance' in text(d, 'nearest') or 'known climb' in text(d, 'nearest')
+    assert ' by setter-' in text(d, 'nearest')  # the known climb's setter, named
 
     # complete a start and a finish into whole routes
     d.find_element(By.ID, 'clear').click()

@@ -15,7 +15,7 @@ import pytest
 
 import lights
 from conftest import ROOT, error_line, run
-from fixtures import ROLE_IDS, SETS, db_wall, make_aurora_db, small_led
+from fixtures import ROLE_IDS, SETS, db_wall, make_aurora_db, setter_of, small_led
 from routes import ROLE_COLORS, Grammar, load_meta
 
 LED_COLORS = dict(start='00FF00', middle='00FFFF', finish='FF00FF', foot='FFA500')  # the Kilter app's
@@ -217,6 +217,7 @@ def test_check(server):
     assert 'route has 3 start holds' in out['problem'] and 'at most 2' in out['prompt_problem']
     out = post(server.port, '/api/check', dict(board='tiny', route=ROUTE, angle=40))[1]
     assert out['complete'] and out['problem'] is None and out['nearest']['climb_id']
+    assert out['nearest']['setter'] == setter_of(out['nearest']['climb_id'])  # boardsesh asks that setters be named
     out = post(server.port, '/api/check', dict(board='tiny', holds=[]))[1]
     assert out['route'] == '' and out['nearest'] is None and not out['complete']
 

@@ -154,7 +154,8 @@ function showNearest(near) {
   if (!near) return say('nearest', 'No holds yet.', 'muted');
   const grade = near.grade ? `, ${gradeName(near.grade)} at ${angleNow()}°` : '';
   const what = near.distance === 0 ? 'This is a known climb' : `Distance ${near.distance.toFixed(2)} (0 = same holds, 1 = none shared)`;
-  say('nearest', `${near.name || near.climb_id}${grade}. ${what}.`, near.distance === 0 ? 'warn' : '');
+  const setter = near.setter ? ` by ${near.setter}` : '';  // boardsesh asks that its climbs credit their setter
+  say('nearest', `${near.name || near.climb_id}${setter}${grade}. ${what}.`, near.distance === 0 ? 'warn' : '');
 }
 
 function enable() {
