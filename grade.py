@@ -90,7 +90,7 @@ def nearest_record(board_name, holds, a):
     return near and dict(near, distance=round(near['distance'], 3))
 
 
-known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
 
 
 # -----------------------------------------------------------------------------

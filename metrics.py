@@ -366,11 +366,15 @@ class ClimbIndex:
 
     def __init__(self, grammar, rows):
         self.grammar = grammar
-        tokens = [t for split in rows for t in split['tokens']]
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.uint16, count=int(lengths.sum()))
-        N = len(tokens)
-        del tokens
+        if all('flat' in split for split in rows):  # load_split(..., lists=False): no list per route
+            lengths = np.concatenate([np.zeros(0, dtype=np.int64)] + [np.diff(s['offset']) for s in rows])
+            flat = np.concatenate([np.zeros(0, dtype=np.uint16)] + [s['flat'] for s in rows])
+        else:
+            tokens = [t for split in rows for t in split['tokens']]
+            lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+            flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.uint16, count=int(lengths.sum()))
+            del tokens
+        N = len(lengths)
         # each row's key: (N, 1 + most holds) uint16, its board token then its hold tokens, 0-padded
         n_holds = lengths - CONDITIONING - 1
         starts = np.cumsum(lengths) - lengths
@@ -401,15 +405,21 @@ class ClimbIndex:
         # per row, what a returned climb reports
         self.angle, self.difficulty = (np.concatenate([np.zeros(0)] + [np.asarray(s[k], dtype=np.float64) for s in rows])
                                        for k in ('angle', 'difficulty'))
-        self.climb_id = [v for s in rows for v in s['climb_id']]
-        self.name, self.setter = ([v for s in rows for v in s.get(k, [None] * len(s['tokens']))] for k in ('name', 'setter'))
-        first = self.first_row.tolist()
+        def per_climb(key):  # a column of the climbs' first rows
+            parts = [np.empty(0, dtype=object)]
+            for s in rows:
+                column = s.get(key)
+                if not (isinstance(column, np.ndarray) and column.dtype == object):
+                    values, column = column, np.empty(len(s['climb_id']), dtype=object)
+                    for j, v in enumerate(values if values is not None else []):  # a list of tuples stays tuples
+                        column[j] = v
+                parts.append(column)
+            return np.concatenate(parts)[self.first_row]
+        self.climb_id, self.name, self.setter = per_climb('climb_id'), per_climb('name'), per_climb('setter')
         board_name = np.empty(grammar.vocab_size, dtype=object)
         for b, t in grammar.board_token.items():
             board_name[t] = b
-        sizes, sets = ([v for s in rows for v in s[k]] for k in ('sizes', 'sets'))
-        self.walls = dict(board=board_name[climb_keys[:, 0]], sizes=[sizes[i] for i in first],
-                          sets=[sets[i] for i in first])  # the columns fits_wall reads
+        self.walls = dict(board=board_name[climb_keys[:, 0]], sizes=per_climb('sizes'), sets=per_climb('sets'))  # fits_wall's columns
         self.on_wall = {}  # wall key -> (climbs,) bool, built on the first query on that wall
 
     def fitting(self, board, wall=None):
@@ -451,8 +461,7 @@ class ClimbIndex:
         for r in np.flatnonzero(self.row_climb == i):
             if not np.isnan(self.difficulty[r]):
                 grades[None if np.isnan(self.angle[r]) else int(self.angle[r])] = float(self.difficulty[r])
-        first = self.first_row[i]
-        return dict(climb_id=self.climb_id[first], name=self.name[first], setter=self.setter[first], grades=grades,
+        return dict(climb_id=self.climb_id[i], name=self.name[i], setter=self.setter[i], grades=grades,
                     sizes=self.walls['sizes'][i], sets=self.walls['sets'][i])
 
     @property

@@ -558,31 +558,38 @@ def load_meta(folder):
     return meta
 
 
-def load_split(folder, meta, split):
+def load_split(folder, meta, split, lists=True):
     """One split of a prepared dataset, the one reader of the format prepare.py writes: tokens, a
     list of each route's token ids (<board> <angle> <grade> holds <end>); board, climb_id, name, setter
     (N,) object arrays; sizes, sets (N,) object arrays of tuples: the sizes the route fits and the hold
-    sets it uses (Wall.fits); angle, difficulty, ascents (N,) float64 arrays, NaN where unknown."""
+    sets it uses (Wall.fits); angle, difficulty, ascents (N,) float64 arrays, NaN where unknown.
+    lists=False: instead of tokens, flat (the split's uint16 tokens) and offset (N + 1,): route i is
+    flat[offset[i]:offset[i + 1]]; a list per route is most of the load time of a big dataset, and
+    the known-climb index needs none."""
     path = os.path.join(folder, f'{split}.bin')
     if not os.path.isfile(path):
         raise InputError(f"no {path}: prepare the data again (python prepare.py <config>)")
-    data = np.fromfile(path, dtype=np.uint16).tolist()
+    flat = np.fromfile(path, dtype=np.uint16)
     arrays = meta['splits'][split]
     offsets = arrays['offset']
-    if offsets[-1] != len(data):
+    if offsets[-1] != len(flat):
         raise InputError(f"{path} does not match its meta.pkl: prepare the data again")
 
     def floats(values):
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
-    collecting = gc.isenabled()
-    gc.disable()  # making a list per route set off full collections over the heap: 7x the time at 600k routes
-    try:
-        tokens = [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    finally:
-        if collecting:
-            gc.enable()
-    return dict(tokens=tokens,
+    if lists:
+        data = flat.tolist()
+        collecting = gc.isenabled()
+        gc.disable()  # making a list per route set off full collections over the heap: 7x the time at 600k routes
+        try:
+            tokens = dict(tokens=[data[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+        finally:
+            if collecting:
+                gc.enable()
+    else:
+        tokens = dict(flat=flat, offset=np.asarray(offsets, dtype=np.int64))
+    return dict(**tokens,
                 board=np.array(arrays['board'], dtype=object), climb_id=np.array(arrays['climb_id'], dtype=object),
                 name=np.array(arrays.get('name', [None] * (len(offsets) - 1)), dtype=object),
                 setter=np.array(arrays.get('setter', [None] * (len(offsets) - 1)), dtype=object),

@@ -93,7 +93,7 @@ grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
 grader = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None
 if grader is None and best_of > 1 and not jsonl:
     print(f"note: no grade model in {grade_dir}, so plain sampling (train one: python train_grade.py config/{dataset}.py)")
-known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
 prompts = [(board, angle_used, grades[i % len(grades)]) for i in range(num_samples)]  # V5: 6c and 6c+
 generator = torch.Generator(device=device).manual_seed(seed)
 routes, stats = sample_routes(model, grammar, prompts, [required] * num_samples, temperature, top_k, top_p, generator,

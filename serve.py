@@ -84,7 +84,7 @@ meta = load_meta(os.path.join(data_root, dataset))
 grammar = Grammar(meta)
 walls = {name: grammar.wall(name) for name in grammar.boards}  # each board's default wall: a request may name another
 walls[meta['boards'][0]['name']] = grammar.wall(meta['boards'][0]['name'], size, sets)  # an unknown one fails here
-known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS])
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
 gen_dir = gen_dir or checkpoint_dir(dataset, 'gen')
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
 missing = {}  # what is not loaded -> the one line a request that needs it gets back

@@ -208,3 +208,18 @@ def test_climb_index_answers_as_a_pass_over_every_row(tiny):
     assert not index.contains('tiny', [(10 ** 6, 'start')]) and not index.contains('other', known[0])
     assert index.nearest('tiny', [], 40) == brute_nearest(climbs, 'tiny', [], 40, None)
     assert len(ClimbIndex(g, [])) == 0 and ClimbIndex(g, []).nearest('tiny', known[0]) is None
+
+
+def test_climb_index_from_flat_tokens_is_the_same(tiny):
+    """sample, grade and serve build the index from load_split(lists=False): the same climbs and answers."""
+    folder = os.path.join(tiny['root'], 'tiny')
+    meta = load_meta(folder)
+    g = Grammar(meta)
+    lists = ClimbIndex(g, [load_split(folder, meta, s) for s in SPLITS])
+    flat = ClimbIndex(g, [load_split(folder, meta, s, lists=False) for s in SPLITS])
+    assert len(flat) == len(lists) > 0 and dict(flat.climbs) == dict(lists.climbs)
+    rng = random.Random(1)
+    for _, holds in rng.sample(list(lists.climbs), 50):
+        changed = sorted(holds)[1:]
+        for wall in (None, g.wall('tiny', 11)):
+            assert flat.nearest('tiny', changed, 40, wall) == lists.nearest('tiny', changed, 40, wall)
