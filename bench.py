@@ -13,10 +13,22 @@ Speed, measured on this machine in one run, printed as one table.
   of grade-guided sampling (best_of candidates a route, graded by the dataset's grade model,
   known climbs dropped), as sample.py runs it;
 - prepare.py's wall time on the Kilter database.
+
+    python bench.py --scale=27 --snapshot=../shared/data/boardsesh/board-snapshots
+
+instead times every step from prepare to serve, with its peak memory, on a Kilter snapshot as it
+is and grown that many times (each copy of a climb moves one hand hold, its grades jittered),
+as big as the real layout-1 snapshot is to ours.
 """
 
+import gzip
+import hashlib
+import json
 import os
+import random
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +58,8 @@ grade_dir = ''  # the grade model guided sampling uses; default out/kilter/grade
 best_of = 8
 guided_routes = 400
 seed = 1337
+scale = 0  # > 0: time and peak memory of every step, on --snapshot as it is and grown this many times
+snapshot = ''  # a boardsesh snapshot folder with a Kilter layout-1 file (see README, Getting a board database)
 # -----------------------------------------------------------------------------
 configure(globals())
 check_device(device)
@@ -53,6 +67,124 @@ if not os.path.isfile(config):
     raise InputError(f"config file {config} not found (e.g. --config=config/kilter.py)")
 torch.manual_seed(seed)
 rows = []  # (what, figure, unit, note)
+
+
+def grow_snapshot(src, dest, times):
+    """dest: a copy of src's Kilter layout-1 snapshot (and catalogue) with times - 1 perturbed copies
+    of every climb and its stats rows: a hand hold moved to another placement climbs use, the
+    grades moved by up to one difficulty step."""
+    rng = random.Random(seed)
+    with open(os.path.join(src, 'v1-gzip', 'manifest.json')) as f:
+        manifest = json.load(f)
+    entry = next(e for e in manifest['entries'] if e['boardType'] == 'kilter' and e['layoutId'] == 1)
+    rel = entry['key'][len('board-snapshots/'):]
+    plain = os.path.join(dest, 'climbs.sqlite')
+    os.makedirs(dest, exist_ok=True)
+    with gzip.open(os.path.join(src, rel)) as f_in, open(plain, 'wb') as f_out:
+        shutil.copyfileobj(f_in, f_out, 1 << 20)
+    con = sqlite3.connect(plain)
+    climbs = con.execute("SELECT * FROM board_climbs").fetchall()
+    c_cols = [r[1] for r in con.execute("PRAGMA table_info(board_climbs)")]
+    stats = {}
+    s_cols = [r[1] for r in con.execute("PRAGMA table_info(board_climb_stats)")]
+    for row in con.execute("SELECT * FROM board_climb_stats"):
+        stats.setdefault(row[s_cols.index('climb_uuid')], []).append(row)
+    ui, fi, si, di = c_cols.index('uuid'), c_cols.index('frames'), s_cols.index('climb_uuid'), s_cols.index('display_difficulty')
+    hands = sorted({int(p) for c in climbs for p, r in re.findall(r'p(\d+)r(13)', c[fi] or '')})
+    for k in range(1, times):
+        new_climbs, new_stats = [], []
+        for c in climbs:
+            holds = re.findall(r'p(\d+)r(\d+)', c[fi] or '')
+            moved = [i for i, (_, r) in enumerate(holds) if r == '13']
+            if moved:
+                i, used = rng.choice(moved), {int(p) for p, _ in holds}
+                holds[i] = (str(rng.choice([h for h in rng.sample(hands, 8) if h not in used] or [holds[i][0]])), '13')
+            uuid = hashlib.md5(f'{c[ui]}:{k}'.encode()).hexdigest().upper()  # Aurora-like: 32 hex digits
+            new_climbs.append(c[:ui] + (uuid,) + c[ui + 1:fi] + (''.join(f'p{p}r{r}' for p, r in holds),) + c[fi + 1:])
+            for st in stats.get(c[ui], []):
+                d = st[di] if st[di] is None else st[di] + rng.uniform(-1, 1)
+                new_stats.append(st[:si] + (uuid,) + st[si + 1:di] + (d,) + st[di + 1:])
+        con.executemany(f"INSERT INTO board_climbs VALUES ({','.join('?' * len(c_cols))})", new_climbs)
+        con.executemany(f"INSERT INTO board_climb_stats VALUES ({','.join('?' * len(s_cols))})", new_stats)
+    con.commit()
+    n = con.execute("SELECT count(*) FROM board_climbs").fetchone()[0], con.execute("SELECT count(*) FROM board_climb_stats").fetchone()[0]
+    con.close()
+    os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+    with open(plain, 'rb') as f_in, gzip.open(os.path.join(dest, rel), 'wb', compresslevel=1) as f_out:
+        shutil.copyfileobj(f_in, f_out, 1 << 20)
+    os.remove(plain)
+    size = os.path.getsize(os.path.join(dest, rel))
+    with open(os.path.join(dest, 'v1-gzip', 'manifest.json'), 'w') as f:
+        json.dump(dict(manifest, entries=[dict(entry, bytes=size)]), f)
+    shutil.copytree(os.path.join(src, 'v1-catalog'), os.path.join(dest, 'v1-catalog'))
+    return n, size
+
+
+def step(what, cmd, until=None):
+    """Run a script as a user would: (wall seconds, its peak resident memory in MB). until: the
+    first words a server prints when it is up: stop it there, after it has served its page once."""
+    with tempfile.TemporaryFile('w+') as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE if until else log, stderr=log, text=True)
+        up = None
+        if until:
+            line = proc.stdout.readline()
+            up = re.search(r'http://\S+/', line) if line.startswith(until) else None
+            if up:
+                with urllib.request.urlopen(up.group(0), timeout=300) as res:
+                    res.read()
+            proc.terminate()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory, not the largest child's so far
+        wall = time.perf_counter() - t0
+        if (status and not until) or (until and not up):
+            log.seek(0)
+            print(log.read()[-3000:])
+            raise SystemExit(f"error: {what} failed: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+if scale:
+    if not isinstance(scale, int) or scale < 2:
+        raise InputError(f"--scale is how many times to grow the snapshot: a whole number of at least 2, got {scale!r}")
+    if not os.path.isdir(os.path.join(snapshot, 'v1-gzip')):
+        raise InputError(f"--scale needs --snapshot=<a boardsesh snapshot folder>, got {snapshot!r}")
+    import urllib.request  # only this section needs it
+    tmp = tempfile.mkdtemp(prefix='boardgpt-scale-')
+    results = {}
+    for times in (1, scale):
+        src = snapshot
+        if times > 1:
+            t0 = time.perf_counter()
+            (n_climbs, n_stats), size = grow_snapshot(snapshot, os.path.join(tmp, f'x{times}'), times)
+            src = os.path.join(tmp, f'x{times}')
+            print(f"grew the snapshot {times}x: {n_climbs:,} climbs, {n_stats:,} stats rows, {size / 1e6:.0f} MB gzip "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        data, out = os.path.join(tmp, f'data{times}'), os.path.join(tmp, f'out{times}')
+        common = [f'--data_root={data}']
+        steps = [
+            ('prepare', ['prepare.py', config, f'--db={src}', *common], None),
+            ('train_gen (200 iters)', ['train_gen.py', config, *common, f'--out_dir={out}/gen', '--max_iters=200',
+                                       '--eval_interval=100', '--warmup_iters=20', '--lr_decay_iters=200'], None),
+            ('train_grade (200 iters)', ['train_grade.py', config, *common, f'--out_dir={out}/grade', '--max_iters=200',
+                                         '--eval_interval=100', '--warmup_iters=20'], None),
+            ('sample (10 routes, guided)', ['sample.py', config, *common, f'--out_dir={out}/gen', f'--grade_dir={out}/grade',
+                                            '--num_samples=10'], None),
+            ('grade (one route, every angle)', ['grade.py', config, *common, f'--checkpoint={out}/grade',
+                                                '--frames=p1145r12p1160r13p1201r14', '--angle=all'], None),
+            ('evaluate', ['evaluate.py', config, *common, f'--gen_dir={out}/gen', f'--grade_dir={out}/grade',
+                          f'--report_dir={out}/report', '--num_samples=200'], None),
+            ('serve (up, one page)', ['serve.py', config, *common, f'--gen_dir={out}/gen', f'--grade_dir={out}/grade',
+                                      '--port=0', '--log_requests=False'], 'serving'),
+        ]
+        for what, cmd, until in steps:
+            results[(what, times)] = step(what, cmd, until)
+            print(f"{times:>3}x {what:32} {results[(what, times)][0]:8.1f}s {results[(what, times)][1]:8,.0f} MB", flush=True)
+    print(f"\n{'step':34} {'1x s':>8} {'1x MB':>8} {f'{scale}x s':>8} {f'{scale}x MB':>8}")
+    for what, _, _ in steps:
+        (t1, m1), (tn, mn) = results[(what, 1)], results[(what, scale)]
+        print(f"{what:34} {t1:8.1f} {m1:8,.0f} {tn:8.1f} {mn:8,.0f}")
+    shutil.rmtree(tmp)
+    raise SystemExit
 
 
 def timed(fn, repeat):
@@ -167,7 +299,7 @@ rows.append(('sampling speed-up', fast / slow, 'x', 'batched over naive, measure
 grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
 if grade_checkpoints(grade_dir):
     grader = load_grader(grade_dir, meta, device)
-    known = ClimbIndex(grammar, [load_split(os.path.join(tmp, dataset), meta, s) for s in SPLITS])
+    known = ClimbIndex(grammar, [load_split(os.path.join(tmp, dataset), meta, s, lists=False) for s in SPLITS])
 
     drawn = []
 
