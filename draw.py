@@ -201,9 +201,49 @@ def scatter_svg(true, pred, size=320):
             f'<text x="8" y="12" font-size="10">predicted</text></svg>')
 
 
+CURVE_COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e')
+
+
+def curve_svg(history, keys, width=360, height=200):
+    """Training curves: each key of the history entries (a run's model.read_history) against the
+    iteration, and a dashed line at the last evaluation that was the best so far: the checkpoint
+    best.pt holds, the one kept."""
+    kept = max((h['iter'] for h in history if h.get('best')), default=None)
+    points = {k: [(h['iter'], h[k]) for h in history if isinstance(h.get(k), (int, float))] for k in keys}
+    values = [v for p in points.values() for _, v in p]
+    iters = [h['iter'] for h in history] + ([kept] if kept is not None else [])
+    if not values or not iters:
+        return '<p>no loss history</p>'
+    x0, x1 = min(iters + [0]), max(iters) or 1
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1
+
+    def px(i):
+        return 40 + (i - x0) / max(x1 - x0, 1) * (width - 50)
+
+    def py(v):
+        return height - 30 - (v - lo) / (hi - lo) * (height - 50)
+    lines, legend = '', ''
+    for n, (k, p) in enumerate(points.items()):
+        color = CURVE_COLORS[n % len(CURVE_COLORS)]
+        if p:
+            lines += (f'<polyline class="curve" fill="none" stroke="{color}" stroke-width="1.5" points="'
+                      + ' '.join(f'{px(i):.1f},{py(v):.1f}' for i, v in p) + '"/>')
+        legend += f'<text x="{45 + 110 * n}" y="12" font-size="10" fill="{color}">{escape(k)}</text>'
+    mark = '' if kept is None else (
+        f'<line class="kept" x1="{px(kept):.1f}" y1="18" x2="{px(kept):.1f}" y2="{height - 30}" stroke="#555" '
+        f'stroke-dasharray="4 3"/><text x="{px(kept) - 3:.1f}" y="28" font-size="9" text-anchor="end">kept: {kept}</text>')
+    axes = (f'<text x="36" y="{py(hi) + 3:.1f}" font-size="9" text-anchor="end">{hi:.3g}</text>'
+            f'<text x="36" y="{py(lo) + 3:.1f}" font-size="9" text-anchor="end">{lo:.3g}</text>'
+            f'<text x="{px(x0):.1f}" y="{height - 16}" font-size="9">{x0}</text>'
+            f'<text x="{px(x1):.1f}" y="{height - 16}" font-size="9" text-anchor="end">{x1}</text>'
+            f'<text x="{width / 2}" y="{height - 4}" font-size="10" text-anchor="middle">iteration</text>')
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{lines}{mark}{legend}{axes}</svg>'
+
+
 REPORT_STYLE = ('body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0} '
                 'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f4f4f4} '
-                '.row svg{margin:4px} h3{margin:0.8em 0 0.2em}')
+                '.row svg{margin:4px} h3{margin:0.8em 0 0.2em} .curve-card{display:inline-block;vertical-align:top}')
 
 
 def html_page(title, parts):

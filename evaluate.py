@@ -40,10 +40,10 @@ import torch
 
 import metrics
 from configurator import configure
-from draw import board_svg, html_page, html_table, scatter_svg, write_sheet, write_text
+from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
 from model import (check_device, check_sampling, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes,
-                   load_generator, load_grader, route_nll, sample_routes)
+                   load_generator, load_grader, read_history, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
 
@@ -294,6 +294,14 @@ html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
         f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the best of {best_of} "
         f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
+# where learning stopped: every model's loss history, the checkpoint kept marked
+runs = [('generator', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
+for role, m in (('guide', grader), ('judge', judge if judge is not grader else None)):
+    runs += [(f'{role}: {os.path.dirname(p)}', os.path.dirname(p), ('val_loss', 'val_mae', 'train_mae'))
+             for p in (m.paths if m else [])]
+html.append('<h2>Training curves</h2><div class="row">' + ''.join(
+    f'<div class="curve-card"><h4>{escape(title)}</h4>{curve_svg(read_history(folder), keys)}</div>'
+    for title, folder, keys in runs) + '</div>')
 rows = [[name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
          num(m.get('grade_mae'), 2), pct(m.get('grade_exact_v')), pct(m.get('grade_within1_v')),
          pct(m.get('grade_within2_v')), num(m['js_hold_usage']), num(m['js_role_counts']), num(m['js_hold_counts']),

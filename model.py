@@ -13,6 +13,7 @@ The two models of boardgpt, on one set of transformer blocks:
 """
 
 import inspect
+import json
 import math
 import os
 import pickle
@@ -316,6 +317,20 @@ def checkpoint_dir(dataset, model):
     generator), 'grade' (the grade model or ensemble), 'judge' (a grade model kept apart to
     judge routes another grade model picked)."""
     return os.path.join('out', dataset, model)
+
+
+HISTORY = 'history.json'  # beside a run's checkpoints: one entry per evaluation (trainer.py writes it)
+
+
+def read_history(folder):
+    """A run's loss history: [{iter, batch_loss, val_loss, ..., best}] per evaluation, or [] for a
+    run that has none (trained before histories were kept) or a file that is not one."""
+    try:
+        with open(os.path.join(folder, HISTORY), encoding='utf-8') as f:
+            history = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return history if isinstance(history, list) and all(isinstance(h, dict) and 'iter' in h for h in history) else []
 
 
 def load_checkpoint(path, device='cpu'):

@@ -2,7 +2,8 @@
 The training loop of train_gen.py and train_grade.py, kept in one place so the two cannot drift
 apart: distributed data parallel (torchrun; gloo on CPU, nccl on GPUs), AdamW, linear warmup then
 cosine decay, gradient accumulation and clipping, AMP, torch.compile, periodic evaluation,
-atomic checkpoints (last.pt and best.pt) and exact resume, progress lines, optional wandb.
+atomic checkpoints (last.pt and best.pt) and exact resume, the loss history (history.json, one entry
+per evaluation, carried in the checkpoint so a resumed run continues it), progress lines, optional wandb.
 
 A script sets its config as module-level globals, then calls
 
@@ -15,6 +16,7 @@ generator seeded by (seed, iteration, micro-step, rank), so a resumed run sees e
 batches the uninterrupted run would have seen.
 """
 
+import json
 import math
 import os
 import time
@@ -24,7 +26,7 @@ import torch
 from torch.distributed import barrier, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import check_device, load_checkpoint
+from model import HISTORY, check_device, load_checkpoint
 from routes import InputError
 
 
@@ -121,11 +123,12 @@ def train(config, model_args, build_model, get_batch, evaluate):
     if master:
         os.makedirs(out_dir, exist_ok=True)
 
-    iter_num, best_val_loss, checkpoint = 0, float('inf'), None
+    iter_num, best_val_loss, checkpoint, history = 0, float('inf'), None, []
     if config['init_from'] == 'resume':
         checkpoint = load_checkpoint(os.path.join(out_dir, 'last.pt'), device)
         model_args = checkpoint['model_args']
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+        history = list(checkpoint.get('history', []))  # up to last.pt: a resumed run's curve continues it exactly
     model = build_model(model_args).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint['model'])
@@ -157,7 +160,7 @@ def train(config, model_args, build_model, get_batch, evaluate):
 
     def checkpoint_state(val_loss):
         return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=model_args,
-                    iter_num=iter_num, best_val_loss=val_loss, config=config)
+                    iter_num=iter_num, best_val_loss=val_loss, config=config, history=history)
 
     def eval_and_save():
         nonlocal best_val_loss, eval_seconds, eval_total, eval_count
@@ -173,6 +176,15 @@ def train(config, model_args, build_model, get_batch, evaluate):
             + (' (best)' if improved else ''))
         if wandb:
             wandb.log(dict(iter=iter_num, lr=lr, **metrics))
+        # the history: the training batches' mean loss since the last evaluation, and the eval's metrics
+        seen = int(loss_count.item()) if iter_num > start_iter else 0
+        history.append(dict(iter=iter_num, batch_loss=float(loss_sum.item()) / seen if seen else None, **metrics,
+                            best=improved))
+        loss_sum.zero_()
+        loss_count.zero_()
+        with open(os.path.join(out_dir, HISTORY + '.tmp'), 'w', encoding='utf-8') as f:
+            json.dump(history, f)
+        os.replace(os.path.join(out_dir, HISTORY + '.tmp'), os.path.join(out_dir, HISTORY))
         if iter_num > 0:
             state = checkpoint_state(best_val_loss)
             save_atomic(state, os.path.join(out_dir, 'last.pt'))
@@ -185,6 +197,8 @@ def train(config, model_args, build_model, get_batch, evaluate):
     batch = batch_for(iter_num, 0)
     t0 = time.time()
     tokens = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per step
+    loss_sum = torch.zeros((), device=device)  # the training loss since the last eval, summed there too
+    loss_count = torch.zeros((), dtype=torch.long, device=device)
     last_log_iter, start_iter, metrics, lr = iter_num, iter_num, None, get_lr(iter_num, config)
     # time left counts training and evaluations apart, so an eval does not make the estimate jump
     eval_seconds, eval_total, eval_count = 0.0, 0.0, 0
@@ -204,6 +218,8 @@ def train(config, model_args, build_model, get_batch, evaluate):
                 _, loss = model(*batch)
                 loss = loss / accum
             tokens += batch[0].ne(0).sum()
+            loss_sum += loss.detach().float()
+            loss_count += micro == accum - 1
             batch = batch_for(iter_num, micro + 1) if micro + 1 < accum else batch_for(iter_num + 1, 0)
             scaler.scale(loss).backward()
         if config['grad_clip'] > 0:

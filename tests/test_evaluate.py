@@ -38,6 +38,12 @@ def test_report_end_to_end(tiny, models, tmp_path):
     html = (tmp_path / 'report' / 'report.html').read_text()
     assert 'http' not in html.replace('http://www.w3.org/2000/svg', '')  # self-contained
     assert html.count('<svg') > 5
+    # the training curves: the generator's and the grade model's, each with the checkpoint kept marked
+    curves = html.split('<h2>Training curves</h2>')[1].split('<h2>')[0]
+    assert curves.count('class="curve-card"') == 2 and curves.count('class="kept"') == 2
+    assert curves.count('class="curve"') == 3 + 3  # batch, train, val loss; val loss, val MAE, train MAE
+    for part in curves.split('<svg')[1:]:
+        ET.fromstring('<svg' + part.split('</svg>')[0] + '</svg>')
     for part in html.split('<svg')[1:3]:  # the inline drawings are well-formed SVG
         ET.fromstring('<svg' + part.split('</svg>')[0] + '</svg>')
     assert 'wrote' in proc.stdout

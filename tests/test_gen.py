@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, error_line, run, shared
-from model import GPT, ModelConfig, generate
+from model import GPT, ModelConfig, generate, read_history
 from routes import END, DecodingRules, Grammar, load_meta
 
 
@@ -33,6 +33,12 @@ def test_tiny_training_loss_falls(trained):
     for name in ('last.pt', 'best.pt'):
         assert os.path.isfile(os.path.join(trained['out_dir'], name))
     assert 'tok/s' in trained['stdout'] and 'left' in trained['stdout']
+    # the loss history beside the checkpoints: one entry per evaluation, as the progress lines say
+    history = read_history(trained['out_dir'])
+    assert [h['iter'] for h in history] == [20, 40, 60] and [h['val_loss'] for h in history] == pytest.approx(losses, abs=1e-4)
+    assert all(h['batch_loss'] > 0 and h['train_loss'] > 0 for h in history)
+    best = min(history, key=lambda h: h['val_loss'])
+    assert best['best'] and torch.load(os.path.join(trained['out_dir'], 'best.pt'), weights_only=True)['iter_num'] == best['iter']
 
 
 def test_resume_continues_exactly(tiny, tmp_path):
@@ -49,6 +55,7 @@ def test_resume_continues_exactly(tiny, tmp_path):
         assert torch.equal(a['model'][k], b['model'][k]), k
     sa, sb = a['optimizer']['state'], b['optimizer']['state']
     assert sa.keys() == sb.keys() and all(torch.equal(sa[i]['exp_avg_sq'], sb[i]['exp_avg_sq']) for i in sa)
+    assert read_history(paused) == read_history(straight) and len(read_history(paused)) == 2  # the curve continues
 
 
 def test_checkpoint_write_is_atomic(trained, tmp_path):
