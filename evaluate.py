@@ -250,7 +250,8 @@ if grader is not None and wall is None:
     weights = metrics.ascent_weights(rows['train']['ascents'], 10)  # train_grade.py's default cap
     coef, _, _ = metrics.ridge_baseline(rows['train'], rows['val'], token_role, weights)
     test = rows['test']
-    predictions = dict(model=grade_routes(grader, test['inputs'], test['angle'])['difficulty'])
+    graded_test = grade_routes(grader, test['inputs'], test['angle'])
+    predictions = dict(model=graded_test['difficulty'])
     if len(grader.paths) > 1:  # an ensemble: its first member alone, to show what the ensemble adds
         predictions['single'] = grade_routes(grader.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_design(test['inputs'], test['angle'], token_role))
@@ -260,6 +261,9 @@ if grader is not None and wall is None:
         true, pred = test['difficulty'][on_board], predictions['model'][on_board]
         font_true = font_grade(true)
         entry['calibration'] = {int(f): float(pred[font_true == f].mean()) for f in sorted(set(font_true))}
+        # does the grade distribution mean what it says: how sure its likeliest grade is, against how often it is right
+        entry['reliability'] = metrics.calibration(graded_test['probs'][on_board], metrics.grade_classes(
+            true, grader.grade_min, grader.n_grades))
         vt, vp = v_number(true), v_number(pred)
         entry['v_confusion'] = {int(v): {int(w): int(((vt == v) & (vp == w)).sum()) for w in sorted(set(vp))}
                                 for v in sorted(set(vt))}
@@ -352,7 +356,12 @@ if 'grade' in report:
                     f'<div><h4>calibration: mean prediction per true grade</h4>'
                     f"{html_table(['true grade', 'mean predicted', 'as Font'], calibration)}</div>"
                     f"<div><h4>V grades: true (rows) vs predicted (columns)</h4>"
-                    f"{html_table([''] + [f'V{w}' for w in vs], confusion)}</div></div>")
+                    f"{html_table([''] + [f'V{w}' for w in vs], confusion)}</div>"
+                    f"<div><h4>reliability of the likeliest Font grade (expected calibration error "
+                    f"{num(entry['reliability']['ece'])})</h4>"
+                    + html_table(['confidence', 'routes', 'mean confidence', 'right'],
+                                 [[f'{lo:.1f}-{hi:.1f}', n, f'{c:.3f}', f'{a:.3f}'] for lo, hi, n, c, a in
+                                  entry['reliability']['table']]) + '</div></div>')
 
 # a sheet of generated routes per requested grade
 by_grade = defaultdict(list)
@@ -393,6 +402,8 @@ if 'grade' in report:
                     m = entry[name][part]
                     lines.append(f"| {name}, {label} | {b} | {m['n']:,} | {m['mae']:.2f} | {pct(m['v_exact'])} "
                                  f"| {pct(m['v_within1'])} | {pct(m['font_exact'])} | {pct(m['font_within1'])} |")
+    lines += ['', 'Expected calibration error of the grade distribution (test, likeliest Font grade): ' + ', '.join(
+        f"{b} {num(entry['reliability']['ece'])}" for b, entry in report['grade'].items()) + '.']
 if beyond_judge:
     lines += ['', beyond_judge]
 headline = '\n'.join(lines) + '\n'

@@ -152,6 +152,43 @@ def grade_report(by_board, min_ascents=5):
 
 
 # -----------------------------------------------------------------------------
+# calibration: does a grade distribution mean what it says
+
+def grade_classes(difficulty, grade_min, n_grades):
+    """The grade (column of a grade distribution) each continuous difficulty falls in."""
+    return np.clip(np.floor(np.asarray(difficulty, dtype=np.float64) + 0.5) - grade_min, 0, n_grades - 1).astype(np.int64)
+
+
+def calibration(probs, classes, bins=10):
+    """Top-grade calibration of (N, n_grades) probabilities against the true grades classes (N,):
+    the expected calibration error (the mean gap between how sure the likeliest grade is and how
+    often it is right, weighted by rows per confidence bin) and the reliability table, rows of
+    (bin low, bin high, rows, mean confidence, share right)."""
+    probs, classes = np.asarray(probs, dtype=np.float64), np.asarray(classes)
+    if not len(probs):
+        return dict(ece=None, table=[])
+    confidence, right = probs.max(1), probs.argmax(1) == classes
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            conf, acc = float(confidence[inside].mean()), float(right[inside].mean())
+            table.append((b / bins, (b + 1) / bins, int(inside.sum()), conf, acc))
+            ece += inside.mean() * abs(conf - acc)
+    return dict(ece=float(ece), table=table)
+
+
+def fit_temperature(log_probs, classes, grid=np.exp(np.linspace(np.log(0.25), np.log(4.0), 97))):
+    """The temperature T (log-probabilities divided by T, renormalised) with the least negative
+    log-likelihood of the true grades: the usual post-hoc calibration, fitted on val."""
+    logp = torch.as_tensor(np.asarray(log_probs), dtype=torch.float64)
+    target = torch.as_tensor(np.asarray(classes))
+    nll = [float(-(logp / t).log_softmax(-1).gather(1, target[:, None]).mean()) for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+# -----------------------------------------------------------------------------
 # the baseline: ridge regression on hold-and-angle features, in closed form
 
 class RidgeDesign:

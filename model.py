@@ -197,6 +197,7 @@ class GradeEncoder(Transformer):
         self.grade_min, self.n_grades = grade_min, grade_max - grade_min + 1
         self.head = nn.Sequential(nn.Linear(config.n_embd, config.n_embd), nn.GELU(),
                                   nn.Linear(config.n_embd, self.n_grades))
+        self.temperature = 1.0  # the head's logits are divided by it: chosen on val after training (calibration)
         self.init_weights()
 
     def embed(self, idx, angle):
@@ -230,7 +231,7 @@ class GradeEncoder(Transformer):
 
     def log_probs(self, pooled):
         """pooled (B, C) from embed() -> (B, n_grades) log-probability of each grade."""
-        return self.head(pooled).float().log_softmax(-1)
+        return (self.head(pooled).float() / self.temperature).log_softmax(-1)
 
     def forward(self, idx, angle, targets=None, weights=None):
         """-> (difficulty (B,), loss or None). Targets (B,) are continuous difficulties; weights
@@ -485,6 +486,7 @@ def load_grader(path, meta, device='cpu'):
             raise InputError(f"{p} was trained on another vocabulary than dataset {meta['dataset']}: "
                              f"retrain it, or pass the matching dataset")
         members.append(_state(build_grader(args), ckpt, p))
+        members[-1].temperature = float(ckpt.get('temperature', 1.0))  # train_grade.py's calibration, if any
     model = members[0] if len(members) == 1 else GradeEnsemble(members)
     model.paths = paths
     return model.to(device).eval()

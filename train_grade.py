@@ -26,10 +26,12 @@ import numpy as np
 import torch
 
 from configurator import configure
-from metrics import ascent_weights, grade_metrics_by_board, grade_report, ridge_baseline, ridge_design, ridge_predict
-from model import build_grader, checkpoint_dir, grade_routes, grader_args, load_grader
+from metrics import (ascent_weights, calibration, fit_temperature, grade_classes, grade_metrics_by_board, grade_report,
+                     ridge_baseline, ridge_design, ridge_predict)
+from model import (build_grader, checkpoint_dir, grade_checkpoints, grade_routes, grader_args, load_checkpoint,
+                   load_grader)
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
-from trainer import format_seconds, similar_length_batch, train
+from trainer import format_seconds, save_atomic, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -156,6 +158,20 @@ if int(os.environ.get('RANK', 0)) == 0:
     token_role = model_args['token_role']
     coef, l2, val_mae = ridge_baseline(splits['train'], splits['val'], token_role, splits['train']['weight'].numpy())
     print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
+    # calibration: each best.pt's temperature chosen on val (the least NLL of the val grades), saved in it
+    val = splits['val']
+    for path in grade_checkpoints(out_dir):
+        member = load_grader(path, meta, device)
+        raw = grade_routes(member, val['inputs'], val['angle'])
+        classes = grade_classes(val['difficulty'], member.grade_min, member.n_grades)
+        member.temperature = fit_temperature(np.log(np.clip(raw['probs'], 1e-12, None)), classes)
+        tuned = grade_routes(member, val['inputs'], val['angle'])
+        ckpt = load_checkpoint(path, device)
+        save_atomic(dict(ckpt, temperature=member.temperature), path)
+        mae = [float(np.abs(r['difficulty'] - val['difficulty']).mean()) for r in (raw, tuned)]
+        ece = [calibration(r['probs'], classes)['ece'] for r in (raw, tuned)]
+        print(f"calibrated {path}: temperature {member.temperature:.3f}, val ECE {ece[0]:.3f} -> {ece[1]:.3f}, "
+              f"val MAE {mae[0]:.3f} -> {mae[1]:.3f}")
     test = splits['test']
     best = load_grader(out_dir, meta, device)
     predictions = dict(model=grade_routes(best, test['inputs'], test['angle'])['difficulty'])
@@ -163,3 +179,8 @@ if int(os.environ.get('RANK', 0)) == 0:
         predictions['member0'] = grade_routes(best.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = ridge_predict(coef, ridge_design(test['inputs'], test['angle'], token_role))
     print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))
+    probs = grade_routes(best, test['inputs'], test['angle'])['probs']
+    classes = grade_classes(test['difficulty'], best.grade_min, best.n_grades)
+    print('expected calibration error of the grade distribution on test: ' + ', '.join(
+        f"{b} {calibration(probs[test['board'] == b], classes[test['board'] == b])['ece']:.3f}"
+        for b in sorted(set(test['board']))))

@@ -62,6 +62,9 @@ def test_report_end_to_end(tiny, models, tmp_path):
     assert 0 <= m['judge_ceiling_v'] <= 16 and 0 <= m['beyond_judge'] <= 60
     if m['beyond_judge']:
         assert 'the highest grade the judge gives any real test route' in headline
+    assert 'Expected calibration error of the grade distribution (test, likeliest Font grade): tiny 0.' in headline
+    assert 0 <= grade['reliability']['ece'] <= 1 and sum(r[2] for r in grade['reliability']['table']) == grade['model']['all']['n']
+    assert 'reliability of the likeliest Font grade' in html
     assert 'not independent' in headline  # no judge trained here: the report says the guide judged itself
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
     assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline

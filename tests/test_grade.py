@@ -89,8 +89,11 @@ def test_training_loss_falls_and_beats_the_mean(trained):
     # the test report: model and ridge baseline, all rows and >= 5 ascents
     report = out[out.index('test split'):]
     for word in ('model (all)', 'ridge (all)', 'model (>=5 asc)', 'ridge (>=5 asc)', 'MAE', 'RMSE', 'R2',
-                 'V within 1', 'Font exact'):
+                 'V within 1', 'Font exact', 'expected calibration error of the grade distribution on test: tiny 0.'):
         assert word in report
+    # calibrated on val: the temperature of the least val NLL, kept in best.pt, used by the loaded model
+    t = float(re.search(r'calibrated \S+: temperature ([\d.]+), val ECE ([\d.]+) -> ([\d.]+)', out).group(1))
+    assert ckpt['temperature'] == pytest.approx(t, abs=5e-4) and load_grader(trained['checkpoint'], meta).temperature == ckpt['temperature']
 
 
 def test_prediction_depends_on_the_holds_not_the_padding(trained):

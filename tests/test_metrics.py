@@ -5,10 +5,11 @@ import random
 from collections import Counter
 
 import numpy as np
+import torch
 import pytest
 
-from metrics import (ClimbIndex, distinct_rate, fit_ridge, frechet_distance, hold_counts, jaccard_distance,
-                     js_divergence, ridge_baseline, ridge_design, ridge_features, ridge_normal_equations, ridge_predict,
+from metrics import (ClimbIndex, calibration, distinct_rate, fit_ridge, fit_temperature, frechet_distance, grade_classes,
+                     hold_counts, jaccard_distance, js_divergence, ridge_baseline, ridge_design, ridge_features, ridge_normal_equations, ridge_predict,
                      role_counts, shape_stats)
 from routes import SPLITS, Grammar, load_meta, load_split, pad
 
@@ -223,3 +224,20 @@ def test_climb_index_from_flat_tokens_is_the_same(tiny):
         changed = sorted(holds)[1:]
         for wall in (None, g.wall('tiny', 11)):
             assert flat.nearest('tiny', changed, 40, wall) == lists.nearest('tiny', changed, 40, wall)
+
+
+def test_calibration_and_temperature():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 6
+    logits = rng.normal(size=(n, k)) * 2
+    true_p = torch.softmax(torch.as_tensor(logits), -1).numpy()
+    classes = np.array([rng.choice(k, p=p) for p in true_p])  # drawn from the distribution: calibrated
+    assert calibration(true_p, classes)['ece'] < 0.03
+    # an overconfident model (logits x 3): a worse ECE, and fitting T on its log-probs finds about 3
+    sharp = torch.log_softmax(torch.as_tensor(logits * 3), -1).numpy()
+    assert calibration(np.exp(sharp), classes)['ece'] > 0.1
+    t = fit_temperature(sharp, classes)
+    assert 2.5 < t < 3.6 and calibration(torch.softmax(torch.as_tensor(sharp / t), -1).numpy(), classes)['ece'] < 0.03
+    table = calibration(true_p, classes)['table']
+    assert sum(row[2] for row in table) == n and all(lo <= c <= hi for lo, hi, _, c, _ in table)
+    assert list(grade_classes([9.0, 10.4, 10.6, 33.0, 40.0], 10, 24)) == [0, 0, 1, 23, 23]
