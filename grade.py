@@ -7,6 +7,7 @@ Grade routes with a trained grade model.
     python grade.py config/kilter.py --input=routes.jsonl > grades.jsonl
     python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40 --lights
     python grade.py config/kilter.py --frames=p1145r12p1160r13p1201r14 --angle=40 --size=8   # on an 8 x 12
+    python grade.py config/kilter.py --stiff_soft --angle=40   # known climbs most soft / stiff for their grade
 
 One route prints its predicted difficulty with its Font and V grade, the three likeliest grades,
 and the nearest known climb of the dataset (Jaccard distance over holds with roles; 0 is the same
@@ -21,6 +22,10 @@ the Bluetooth packets that light the route on the board (one frame a line, as he
 --sets name your wall (of the default board): a route with a hold it lacks is refused, the
 nearest known climb is one that fits it, and the lights use its size's LEDs.
 
+A known climb (distance 0) also gets whether its logged grade is stiff or soft: below or above
+the model's 80% range for its holds (metrics.stiff_or_soft); --stiff_soft lists the dataset's
+climbs at --angle with at least --min_ascents ascents that are most so, --top of each.
+
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
 """
 
@@ -28,13 +33,16 @@ import json
 import math
 import os
 import sys
+from collections import Counter
+
+import numpy as np
 
 from configurator import configure
 from lights import hex_lines, route_packets
-from metrics import ClimbIndex, climb_label
+from metrics import ClimbIndex, climb_label, stiff_or_soft
 from model import check_device, checkpoint_dir, grade_curve, grade_routes, load_grader
 from routes import (FONT, SPLITS, Grammar, InputError, RouteError, encoder_input, grade_name, grade_record, load_meta,
-                    load_split)
+                    load_split, select)
 
 # -----------------------------------------------------------------------------
 # config
@@ -51,14 +59,18 @@ device = 'cpu'
 batch_size = 512  # routes per forward pass in batch grading
 lights = False  # print the route's Bluetooth LED packets (one route, --frames)
 led_api = 3  # Aurora controller API level: 3, or 2 for older boards
+stiff_soft = False  # list the dataset's known climbs at --angle that look most soft and most stiff for their grade
+min_ascents = 5  # stiff_soft: only rows with at least this many ascents (a grade logged once says little)
+top = 10  # stiff_soft: how many of each
 # -----------------------------------------------------------------------------
 configure(globals())  # its echo goes to stderr: stdout is the grades
 
 meta = load_meta(os.path.join(data_root, dataset))
 grammar = Grammar(meta)
 default_board = board or (meta['boards'][0]['name'] if len(meta['boards']) == 1 else '')
-if bool(frames) == bool(input):
-    raise InputError('give one route with --frames=... (and --angle=...), or a JSON lines file with --input=PATH')
+if bool(frames) + bool(input) + bool(stiff_soft) != 1:
+    raise InputError('give one route with --frames=... (and --angle=...), a JSON lines file with --input=PATH, '
+                     'or --stiff_soft with --angle=...')
 walls = {}  # board -> the climber's wall, for the default board
 if default_board:
     walls[default_board] = grammar.wall(default_board, size, sets)  # an unknown --board, size or set fails here, once
@@ -92,6 +104,44 @@ def nearest_record(board_name, holds, a):
 
 known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
 
+# -----------------------------------------------------------------------------
+# the known climbs that look most soft and most stiff for their logged grade, at one angle
+if stiff_soft:
+    if not default_board:
+        raise InputError(f"dataset {dataset} has boards {', '.join(grammar.boards)}: say which with --board=NAME")
+    spec = grammar.board(default_board)
+    at = grammar.check_angle(default_board, spec['angles'][0] if angle is None and len(spec['angles']) == 1 else angle)
+    rows = {s: load_split(os.path.join(data_root, dataset), meta, s) for s in SPLITS}
+    here = {s: (r['board'] == default_board) & ~np.isnan(r['difficulty']) &
+            ((r['angle'] == at) if at is not None else np.isnan(r['angle'])) for s, r in rows.items()}
+    counted = sum(int(h.sum()) for h in here.values())
+    trusted = {s: select(r, here[s] & (r['ascents'] >= min_ascents)) for s, r in rows.items()}  # NaN ascents fail too
+    kept = sum(len(r['climb_id']) for r in trusted.values())
+    unknown = sum(int((here[s] & np.isnan(r['ascents'])).sum()) for s, r in rows.items())
+    if not kept:
+        raise InputError(f"no graded climb of {default_board} at {at} degrees has {min_ascents} or more ascents "
+                         f"({counted:,} graded rows there, {unknown:,} without an ascent count): lower --min_ascents")
+    model = load_grader(checkpoint or checkpoint_dir(dataset, 'grade'), meta, device)
+    listed = []
+    for s, r in trusted.items():
+        out = grade_routes(model, [encoder_input(t) for t in r['tokens']], r['angle'], batch_size)
+        verdict, band = stiff_or_soft(r['difficulty'], out['probs'], model.grade_min)
+        listed += [dict(split=s, climb=dict(climb_id=c, name=n, setter=st), logged=d, ascents=a, model=m, band=b, verdict=v)
+                   for c, n, st, d, a, m, b, v in zip(r['climb_id'], r['name'], r['setter'], r['difficulty'], r['ascents'],
+                                                      out['difficulty'], band, verdict)]
+    verdicts = Counter(x['verdict'] for x in listed)
+    print(f"{default_board} at {at} degrees: {counted:,} graded climbs, {kept:,} with {min_ascents}+ ascents "
+          f"({counted - kept:,} left out, {unknown:,} of them without an ascent count): {verdicts['soft']:,} soft, "
+          f"{verdicts['stiff']:,} stiff, {verdicts['as graded']:,} as graded (logged grade outside or inside the "
+          f"model's 80% range; the model was trained on the train split's climbs, so theirs look truer than they are)")
+    for kind, gap in (('soft', lambda x: x['logged'] - x['band'][1]), ('stiff', lambda x: x['band'][0] - x['logged'])):
+        print(f"\nmost {kind} for their grade:")
+        for i, x in enumerate(sorted((x for x in listed if x['verdict'] == kind), key=gap, reverse=True)[:top], 1):
+            print(f"{i:>3}. {climb_label(x['climb'])}: logged {grade_name(x['logged'])} ({x['ascents']:.0f} ascents), "
+                  f"model {grade_name(x['model'])} (80%: {grade_name(x['band'][0])} to {grade_name(x['band'][1])}) "
+                  f"[{x['split']}]")
+    sys.exit(0)
+
 
 # -----------------------------------------------------------------------------
 # one route from the command line
@@ -116,6 +166,10 @@ if frames:
     if near:
         logged = f", logged {grade_name(near['difficulty'])} at this angle" if near['difficulty'] is not None else ''
         print(f"nearest known climb: {climb_label(near)} (distance {near['distance']:.2f}{logged})")
+        if near['distance'] == 0 and near['difficulty'] is not None:  # this very climb: is its grade stiff or soft
+            verdict, band = stiff_or_soft([near['difficulty']], probs[None], model.grade_min)
+            print(f"its logged grade is {verdict[0]} for these holds (the model's 80% range: {grade_name(band[0, 0])} "
+                  f"to {grade_name(band[0, 1])})")
     if lights:
         print(f"lights:\n{hex_lines(packets)}")
     sys.exit(0)

@@ -179,6 +179,33 @@ def calibration(probs, classes, bins=10):
     return dict(ece=float(ece), table=table)
 
 
+def grade_quantiles(probs, qs, grade_min):
+    """(N, n_grades) grade distributions -> (N, len(qs)) difficulties at those quantiles, each grade
+    g spread evenly over [g - 0.5, g + 0.5] (as the model's median is)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    cdf = probs.cumsum(1)
+    out = []
+    for q in qs:
+        k = np.minimum((cdf < q).sum(1), probs.shape[1] - 1)[:, None]
+        before = np.take_along_axis(cdf - probs, k, 1)
+        inside = np.maximum(np.take_along_axis(probs, k, 1), 1e-12)
+        out.append((grade_min + k - 0.5 + np.clip((q - before) / inside, 0, 1)).ravel())
+    return np.stack(out, 1)
+
+
+STIFF_SOFT_BAND = (0.1, 0.9)  # a logged grade outside the model's 80% range is flagged
+
+
+def stiff_or_soft(logged, probs, grade_min):
+    """A known climb's logged grade against the model's distribution for its holds: 'soft' (logged
+    harder than the model's 80% range: easier than its grade), 'stiff' (logged easier than it:
+    harder than its grade) or 'as graded', with that range. -> (verdicts, (N, 2) ranges)."""
+    band = grade_quantiles(probs, STIFF_SOFT_BAND, grade_min)
+    logged = np.asarray(logged, dtype=np.float64)
+    verdict = np.where(logged > band[:, 1], 'soft', np.where(logged < band[:, 0], 'stiff', 'as graded'))
+    return verdict, band
+
+
 def fit_temperature(log_probs, classes, grid=np.exp(np.linspace(np.log(0.25), np.log(4.0), 97))):
     """The temperature T (log-probabilities divided by T, renormalised) with the least negative
     log-likelihood of the true grades: the usual post-hoc calibration, fitted on val."""

@@ -44,7 +44,7 @@ import torch
 import lights
 from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
-from metrics import ClimbIndex
+from metrics import ClimbIndex, stiff_or_soft
 from model import (check_device, checkpoint_dir, grade_checkpoints, grade_curve, load_generator, load_grader,
                    sample_routes)
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
@@ -324,6 +324,10 @@ def api_grade(body):
             top = probs.argsort()[::-1][:3]  # the three likeliest grades, as grade.py prints them
             likely = [dict(grade_record(grader.grade_min + int(i)), p=round(float(probs[i]), 4)) for i in top]
             answer.update(grade_record(d), likely=likely)
+            near = answer['nearest']
+            if near and near['distance'] == 0 and near['difficulty'] is not None:  # this very climb: stiff or soft?
+                verdict, band = stiff_or_soft([near['difficulty']], probs[None], grader.grade_min)
+                near.update(verdict=str(verdict[0]), band=[grade_record(float(b)) for b in band[0]])
     return answer
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run
+from conftest import error_line, run
+from fixtures import ROLE_IDS
 from metrics import (fit_ridge, grade_metrics, grade_metrics_by_board, grade_report, metrics_table, ridge_features,
                      ridge_predict)
 from model import encoder_tables, grade_routes, load_grader
@@ -132,6 +133,42 @@ def test_cli_grades_one_route(trained):
     expected = predict(model, [route_inputs(grammar, 'tiny', route, 40)[0]], [40])[0]
     assert abs(float(m.group(1)) - expected) < 0.006
     assert m.group(3) == f'V{v_number(expected)}'
+
+
+def test_stiff_or_soft(trained, tmp_path):
+    """A known climb's logged grade against the model's 80% range, as a ranked listing of the
+    dataset's climbs at one angle and on its own (grade.py --frames of that climb): two climbs
+    regraded after training, one 8 grades up (soft for its grade) and one 8 down (stiff), lead."""
+    root = tmp_path / 'data'
+    shutil.copytree(trained['root'], root, ignore=shutil.ignore_patterns('out'))
+    meta = load_meta(root / 'tiny')
+    grammar = Grammar(meta)
+    rows = [(s, i) for s in SPLITS for i, a in enumerate(meta['splits'][s]['angle'])
+            if a == 40 and meta['splits'][s]['difficulty'][i] is not None]
+    diffs = {(s, i): meta['splits'][s]['difficulty'][i] for s, i in rows}
+    (soft_s, soft_i), (stiff_s, stiff_i) = min(rows, key=diffs.get), max(rows, key=diffs.get)
+    meta['splits'][soft_s]['difficulty'][soft_i] = diffs[(soft_s, soft_i)] + 8  # logged far harder than it is
+    meta['splits'][stiff_s]['difficulty'][stiff_i] = diffs[(stiff_s, stiff_i)] - 8
+    with open(root / 'tiny' / 'meta.pkl', 'wb') as f:
+        pickle.dump(meta, f)
+    regraded = dict(trained, root=str(root))
+    proc = cli(regraded, '--stiff_soft', '--angle=40', '--top=4', '--min_ascents=5', check=True)
+    head, *lines = proc.stdout.splitlines()
+    many = sum(meta['splits'][s]['ascents'][i] >= 5 for s, i in rows)
+    assert head.startswith(f"tiny at 40 degrees: {len(rows):,} graded climbs, {many:,} with 5+ ascents")
+    for kind, (s, i) in (('soft', (soft_s, soft_i)), ('stiff', (stiff_s, stiff_i))):
+        first = lines[lines.index(f'most {kind} for their grade:') + 1]
+        climb_id = meta['splits'][s]['climb_id'][i]
+        assert re.fullmatch(rf'  1\. {climb_id} by setter-\w{{3}}: logged \S+ \(\d+ ascents\), model \S+ '
+                            rf'\(80%: \S+ to \S+\) \[{s}\]', first), proc.stdout
+        # the climb on its own: grade.py names it, and says the same of its grade
+        data = np.fromfile(root / 'tiny' / f'{s}.bin', dtype=np.uint16)
+        offset = meta['splits'][s]['offset']
+        route = grammar.decode(data[offset[i]:offset[i + 1]].tolist())
+        frames = ''.join(f'p{p}r{ROLE_IDS[r]}' for p, r in sorted(route['holds']))
+        out = cli(regraded, f'--frames={frames}', '--angle=40', check=True).stdout
+        assert f'{climb_id} by ' in out and 'distance 0.00' in out and f'its logged grade is {kind} for these holds' in out
+    assert 'no graded climb' in error_line(cli(regraded, '--stiff_soft', '--angle=40', '--min_ascents=1000'))
 
 
 @pytest.mark.parametrize('args, message', [

@@ -208,6 +208,22 @@ def test_grade(server):
     assert status == 200 and every['curve'] == out['curve'] and 'difficulty' not in every
 
 
+def test_grade_of_a_known_climb_says_if_it_is_stiff_or_soft(server):
+    meta = server.grammar.meta
+    split = meta['splits']['train']
+    i = next(i for i, a in enumerate(split['angle']) if a == 40 and split['difficulty'][i] is not None)
+    with closing(sqlite3.connect(f'file:{server.db}?mode=ro', uri=True)) as con:
+        frames, = con.execute("SELECT frames FROM climbs WHERE uuid = ?", (split['climb_id'][i],)).fetchone()
+    status, out, _ = post(server.port, '/api/grade', dict(route=frames, angle=40))
+    near = out['nearest']
+    assert status == 200 and near['distance'] == 0 and near['verdict'] in ('soft', 'stiff', 'as graded')
+    low, high = (b['difficulty'] for b in near['band'])
+    assert low <= out['difficulty'] <= high
+    assert near['verdict'] == ('soft' if near['difficulty'] > high else 'stiff' if near['difficulty'] < low else 'as graded')
+    changed = post(server.port, '/api/grade', dict(route=ROUTE, angle=40))[1]['nearest']  # not a known climb: no verdict
+    assert changed['distance'] > 0 and 'verdict' not in changed
+
+
 def test_check(server):
     status, out, _ = post(server.port, '/api/check', dict(board='tiny', holds=[[1044, 'finish'], [1002, 'start']]))
     assert status == 200 and out['route'] == 'p1002r12p1044r14' and out['holds'] == [[1002, 'start'], [1044, 'finish']]

@@ -155,7 +155,10 @@ function showNearest(near) {
   const grade = near.grade ? `, ${gradeName(near.grade)} at ${angleNow()}°` : '';
   const what = near.distance === 0 ? 'This is a known climb' : `Distance ${near.distance.toFixed(2)} (0 = same holds, 1 = none shared)`;
   const setter = near.setter ? ` by ${near.setter}` : '';  // boardsesh asks that its climbs credit their setter
-  say('nearest', `${near.name || near.climb_id}${setter}${grade}. ${what}.`, near.distance === 0 ? 'warn' : '');
+  // a known climb graded here: its logged grade against the model's 80% range for its holds
+  const verdict = near.verdict ? ` Its logged grade is ${near.verdict} for these holds (the model: ` +
+    `${gradeName(near.band[0])} to ${gradeName(near.band[1])}).` : '';
+  say('nearest', `${near.name || near.climb_id}${setter}${grade}. ${what}.${verdict}`, near.distance === 0 ? 'warn' : '');
 }
 
 function enable() {
