@@ -346,6 +346,12 @@ def key_path(root, entry, prefix, where):
     return os.path.join(root, key[len('board-snapshots/'):])
 
 
+def whole(path, entry):
+    """Whether a file has the size the manifest gives its object: stored (gzip), or decoded, as
+    an HTTP client or server may have left it."""
+    return os.path.getsize(path) in (entry.get('bytes'), entry.get('uncompressedBytes'))
+
+
 def snapshot_root(folder):
     return folder if os.path.isdir(os.path.join(folder, 'v1-gzip')) else os.path.join(folder, 'board-snapshots')
 
@@ -359,7 +365,7 @@ def snapshot_files(spec, folder):
         path = key_path(root, entry, prefix, manifest)
         if not os.path.isfile(path):
             fail(f"{manifest} lists {entry['key']}, which is not in {root}: fetch it with --download")
-        if entry.get('bytes') is not None and os.path.getsize(path) != entry['bytes']:
+        if entry.get('bytes') is not None and not whole(path, entry):
             fail(f"{path} has {os.path.getsize(path):,} bytes, its manifest says {entry['bytes']:,}: a damaged copy")
         return path
 
@@ -516,7 +522,7 @@ def fetch_object(entry, path, label):
     size, plain = entry.get('bytes'), entry.get('uncompressedBytes')
     if not isinstance(size, int) or size <= 0:
         fail(f"{label}: the manifest gives no size ({size!r}); refused")
-    if os.path.isfile(path) and os.path.getsize(path) == size:
+    if os.path.isfile(path) and whole(path, entry):
         print(f"{label}: have {entry['key']} ({size / 1e6:.1f} MB, built {entry.get('builtAt')})")
         return False
     url = entry.get('url') or ''
@@ -559,7 +565,7 @@ def held(folder, entry, prefix):
     if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
         return False
     path = os.path.join(folder, key[len('board-snapshots/'):])
-    return os.path.isfile(path) and os.path.getsize(path) == entry.get('bytes')
+    return os.path.isfile(path) and whole(path, entry)
 
 
 def write_manifest(folder, sub, manifest):

@@ -1,5 +1,6 @@
 """prepare.py --download against a boardsesh-like bucket served on 127.0.0.1: fetched once per
 build, checked, kept under data_root, and every failure one error line with nothing half-written."""
+import gzip
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ class Bucket:
     def __init__(self, folder, root):
         self.root = os.path.join(root, 'served')
         shutil.copytree(folder, os.path.join(self.root, 'board-snapshots'))
-        self.faults, self.requests = {}, []
+        self.faults, self.requests, self.decoded = {}, [], False  # decoded: objects sent gunzipped
         bucket = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,9 +34,11 @@ class Bucket:
                     self.send_error(500 if fault == 500 else 404)
                     return
                 body = open(path, 'rb').read()
+                decoded = bucket.decoded and path.endswith('.db')
+                body = gzip.decompress(body) if decoded else body
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body)))
-                if path.endswith('.db'):
+                if path.endswith('.db') and not decoded:
                     self.send_header('Content-Encoding', 'gzip')
                 self.end_headers()
                 self.wfile.write(body[:len(body) // 2] if fault == 'truncate' else body)
@@ -119,6 +122,18 @@ def test_download_prepares_and_reuses_the_build(bucket, tmp_path):
     bucket.server.server_close()
     proc = download(bucket, data)
     assert 'warning: could not reach' in proc.stdout and os.path.isfile(os.path.join(data, 'tiny', 'meta.pkl'))
+
+
+def test_a_server_that_sends_objects_decoded(bucket, tmp_path):
+    """Some servers gunzip for a client that did not ask for gzip: the plain SQLite file is kept
+    (its size is the manifest's uncompressedBytes), prepared, reused and read again offline."""
+    bucket.decoded = True
+    data = str(tmp_path / 'data')
+    first = download(bucket, data)
+    assert 'tiny layout 1 snapshot: fetched' in first.stdout and len(bucket.fetched()) == 2
+    assert 'tiny layout 1 snapshot: have' in download(bucket, data).stdout and len(bucket.fetched()) == 2
+    offline = run('prepare.py', 'config/tiny.py', f'--db={data}/board-snapshots', f'--data_root={tmp_path}/again')
+    assert offline.stdout.splitlines()[-3:-1] == first.stdout.splitlines()[-3:-1]
 
 
 def closed_port():
