@@ -178,8 +178,9 @@ def train(config, model_args, build_model, get_batch, evaluate):
             wandb.log(dict(iter=iter_num, lr=lr, **metrics))
         # the history: the training batches' mean loss since the last evaluation, and the eval's metrics
         seen = int(loss_count.item()) if iter_num > start_iter else 0
-        history.append(dict(iter=iter_num, batch_loss=float(loss_sum.item()) / seen if seen else None, **metrics,
-                            best=improved))
+        if not history or history[-1]['iter'] != iter_num:  # a resumed run with nothing left to train adds none
+            history.append(dict(iter=iter_num, batch_loss=float(loss_sum.item()) / seen if seen else None, **metrics,
+                                best=improved))
         loss_sum.zero_()
         loss_count.zero_()
         with open(os.path.join(out_dir, HISTORY + '.tmp'), 'w', encoding='utf-8') as f:
