@@ -46,6 +46,7 @@ from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, l
 # -----------------------------------------------------------------------------
 # config
 config = 'config/kilter.py'
+db = ''  # the database prepare.py reads (default: the config's path)
 data_root = 'data'
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 train_iters = 300  # per mode; tokens/s is read from the progress lines after the first 100
@@ -220,7 +221,10 @@ print("matmul peak: " + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak
 # prepare.py on the database, and training through train_gen.py itself
 tmp = tempfile.mkdtemp(prefix='boardgpt-bench-')
 t0 = time.perf_counter()
-subprocess.run([sys.executable, 'prepare.py', config, f'--data_root={tmp}'], check=True, capture_output=True)
+proc = subprocess.run([sys.executable, 'prepare.py', config, f'--data_root={tmp}', *([f'--db={db}'] if db else [])],
+                      capture_output=True, text=True)
+if proc.returncode:  # its own error line says what is wrong (most often: no database at the config's path)
+    raise InputError(f"prepare.py {config} failed: {proc.stderr.strip().splitlines()[-1]}")
 rows.append(('prepare.py', time.perf_counter() - t0, 's', f'{config}, wall time incl. start-up'))
 dataset = os.path.basename(config)[:-3]
 meta = load_meta(os.path.join(tmp, dataset))
@@ -313,6 +317,7 @@ if grade_checkpoints(grade_dir):
     t = timed(lambda: guided(guided_routes), 1)
     rows.append((f'sampling, guided best of {best_of}', guided_routes / t, 'routes/s',
                  f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
+    rows.append(('guided share of plain', 100 * guided_routes / t / fast, '%', 'guided routes/s over batched plain, this run'))
     def forward_flops(model, T):  # a route of T tokens: 2 FLOPs per matmul weight a token, plus attention
         weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
         return T * (2 * weights + 4 * model.config.n_layer * model.config.n_embd * T)
@@ -332,7 +337,7 @@ if os.path.basename(ckpt_path) == 'best.pt' and os.path.isfile(ckpt_path) and gr
     import json  # only this section needs them
     import threading
     import urllib.request
-    clients, per_client = 8, 25
+    per_client = 25
     server = subprocess.Popen([sys.executable, 'serve.py', config, f'--data_root={tmp}', f'--device={device}',
                                f'--gen_dir={os.path.dirname(ckpt_path)}', f'--grade_dir={grade_dir}', '--port=0',
                                '--log_requests=False'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -351,32 +356,35 @@ if os.path.basename(ckpt_path) == 'best.pt' and os.path.isfile(ckpt_path) and gr
         route = first['routes'][0]['route']
         work = [('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1)),
                 ('api/grade', dict(board=board['name'], route=route, angle=angle))]
-        latency, failed = [], []
+        for clients in (1, 8, 32):  # one climber, a room, a gym
+            latency, failed = [], []
 
-        def client(k):
-            for i in range(per_client):
-                t = time.perf_counter()
-                try:
-                    request(*work[(k + i) % len(work)])
-                    latency.append(time.perf_counter() - t)
-                except Exception as e:  # noqa: BLE001  (counted, and the run goes on)
-                    failed.append(e)
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+            def client(k):
+                for i in range(per_client):
+                    t = time.perf_counter()
+                    try:
+                        request(*work[(k + i) % len(work)])
+                        latency.append(time.perf_counter() - t)
+                    except Exception as e:  # noqa: BLE001  (counted, and the run goes on)
+                        failed.append(e)
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            note = f'{clients} client(s) x {per_client}, half generate (1 route, guided), half grade'
+            note += f', {len(failed)} failed' if failed else ''
+            rows.append((f'serve.py requests/s, {clients} clients', len(latency) / wall, 'req/s', note))
+            for q in (50, 99):
+                rows.append((f'serve.py latency p{q}, {clients} clients', 1000 * float(np.percentile(latency, q)), 'ms',
+                             'per request, as a client sees it'))
+            print(f"serve.py, {clients} clients: {rows[-3][1]:.1f} requests/s, p50 {rows[-2][1]:.0f} ms, "
+                  f"p99 {rows[-1][1]:.0f} ms", flush=True)
     finally:
         server.terminate()
         server.wait()
-    note = f'{clients} clients x {per_client}, half generate (1 route, guided), half grade'
-    note += f', {len(failed)} failed' if failed else ''
-    rows.append(('serve.py requests/s', len(latency) / wall, 'req/s', note))
-    rows.append(('serve.py latency p50', 1000 * float(np.percentile(latency, 50)), 'ms', 'per request, as a client sees it'))
-    rows.append(('serve.py latency p99', 1000 * float(np.percentile(latency, 99)), 'ms', 'per request, as a client sees it'))
-    print(f"serve.py: {rows[-3][1]:.1f} requests/s, p50 {rows[-2][1]:.0f} ms, p99 {rows[-1][1]:.0f} ms", flush=True)
 
 print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
 for what, figure, unit, note in rows:
