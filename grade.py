@@ -102,8 +102,6 @@ def nearest_record(board_name, holds, a):
     return near and dict(near, distance=round(near['distance'], 3))
 
 
-known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
-
 # -----------------------------------------------------------------------------
 # the known climbs that look most soft and most stiff for their logged grade, at one angle
 if stiff_soft:
@@ -142,6 +140,7 @@ if stiff_soft:
                   f"[{x['split']}]")
     sys.exit(0)
 
+known = ClimbIndex(grammar, [load_split(os.path.join(data_root, dataset), meta, s, lists=False) for s in SPLITS])
 
 # -----------------------------------------------------------------------------
 # one route from the command line

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from model import sample_tokens
+from model import grade_quantile, sample_tokens
 from routes import CONDITIONING, END, DecodingRules, fits_wall, font_grade, v_number
 
 
@@ -155,8 +155,9 @@ def grade_report(by_board, min_ascents=5):
 # calibration: does a grade distribution mean what it says
 
 def grade_classes(difficulty, grade_min, n_grades):
-    """The grade (column of a grade distribution) each continuous difficulty falls in."""
-    return np.clip(np.floor(np.asarray(difficulty, dtype=np.float64) + 0.5) - grade_min, 0, n_grades - 1).astype(np.int64)
+    """The grade (column of a grade distribution) each continuous difficulty falls in: its Font
+    grade (routes.font_grade), as every grade metric counts it."""
+    return np.clip(np.atleast_1d(font_grade(difficulty)) - grade_min, 0, n_grades - 1)
 
 
 def calibration(probs, classes, bins=10):
@@ -179,20 +180,6 @@ def calibration(probs, classes, bins=10):
     return dict(ece=float(ece), table=table)
 
 
-def grade_quantiles(probs, qs, grade_min):
-    """(N, n_grades) grade distributions -> (N, len(qs)) difficulties at those quantiles, each grade
-    g spread evenly over [g - 0.5, g + 0.5] (as the model's median is)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    cdf = probs.cumsum(1)
-    out = []
-    for q in qs:
-        k = np.minimum((cdf < q).sum(1), probs.shape[1] - 1)[:, None]
-        before = np.take_along_axis(cdf - probs, k, 1)
-        inside = np.maximum(np.take_along_axis(probs, k, 1), 1e-12)
-        out.append((grade_min + k - 0.5 + np.clip((q - before) / inside, 0, 1)).ravel())
-    return np.stack(out, 1)
-
-
 STIFF_SOFT_BAND = (0.1, 0.9)  # a logged grade outside the model's 80% range is flagged
 
 
@@ -200,7 +187,8 @@ def stiff_or_soft(logged, probs, grade_min):
     """A known climb's logged grade against the model's distribution for its holds: 'soft' (logged
     harder than the model's 80% range: easier than its grade), 'stiff' (logged easier than it:
     harder than its grade) or 'as graded', with that range. -> (verdicts, (N, 2) ranges)."""
-    band = grade_quantiles(probs, STIFF_SOFT_BAND, grade_min)
+    probs = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    band = torch.stack([grade_quantile(probs, q, grade_min) for q in STIFF_SOFT_BAND], 1).numpy()
     logged = np.asarray(logged, dtype=np.float64)
     verdict = np.where(logged > band[:, 1], 'soft', np.where(logged < band[:, 0], 'stiff', 'as graded'))
     return verdict, band

@@ -171,6 +171,17 @@ class GPT(Transformer):
                 for _ in range(config.n_layer)]
 
 
+def grade_quantile(probs, q, grade_min):
+    """(B, n_grades) grade distributions (a tensor) -> (B,) the difficulty at quantile q, each
+    grade g spread evenly over [g - 0.5, g + 0.5] so that it is continuous: q 0.5 is the grade
+    model's prediction, its median."""
+    cdf = probs.cumsum(-1)
+    k = (cdf < q).sum(-1, keepdim=True).clamp(max=probs.size(-1) - 1)  # the grade the quantile falls in
+    before = (cdf - probs).gather(-1, k)  # probability of the grades below it
+    inside = probs.gather(-1, k).clamp(min=1e-9)
+    return (grade_min + k - 0.5 + (q - before) / inside).squeeze(-1)
+
+
 class GradeEncoder(Transformer):
     """Bidirectional encoder: route in, a distribution over grades and a continuous difficulty out.
 
@@ -221,13 +232,8 @@ class GradeEncoder(Transformer):
         return (x * w).sum(1) / w.sum(1)  # mean over the route's tokens
 
     def median(self, probs):
-        """(B, n_grades) probabilities -> (B,) median difficulty, each grade g spread evenly over
-        [g - 0.5, g + 0.5] so that the median is continuous."""
-        cdf = probs.cumsum(-1)
-        k = (cdf < 0.5).sum(-1, keepdim=True).clamp(max=self.n_grades - 1)  # the grade the median falls in
-        before = (cdf - probs).gather(-1, k)  # probability of the grades below it
-        inside = probs.gather(-1, k).clamp(min=1e-9)
-        return (self.grade_min + k - 0.5 + (0.5 - before) / inside).squeeze(-1)
+        """(B, n_grades) probabilities -> (B,) median difficulty (grade_quantile at 0.5)."""
+        return grade_quantile(probs, 0.5, self.grade_min)
 
     def log_probs(self, pooled):
         """pooled (B, C) from embed() -> (B, n_grades) log-probability of each grade."""

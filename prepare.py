@@ -560,12 +560,13 @@ def fetch_object(entry, path, label):
 
 
 def held(folder, entry, prefix):
-    """Whether a snapshot folder holds a manifest entry's object, whole."""
-    key = entry.get('key') if isinstance(entry, dict) else None
-    if not isinstance(key, str) or not key.startswith(prefix) or '..' in key.split('/'):
+    """Whether a snapshot folder holds a manifest entry's object, whole (an entry of a kind this
+    reader does not know it holds not)."""
+    try:
+        path = key_path(folder, entry, prefix, folder) if isinstance(entry, dict) else None
+    except InputError:
         return False
-    path = os.path.join(folder, key[len('board-snapshots/'):])
-    return os.path.isfile(path) and whole(path, entry)
+    return path is not None and os.path.isfile(path) and whole(path, entry)
 
 
 def write_manifest(folder, sub, manifest):

@@ -174,13 +174,13 @@ if int(os.environ.get('RANK', 0)) == 0:
               f"val MAE {mae[0]:.3f} -> {mae[1]:.3f}")
     test = splits['test']
     best = load_grader(out_dir, meta, device)
-    predictions = dict(model=grade_routes(best, test['inputs'], test['angle'])['difficulty'])
+    graded = grade_routes(best, test['inputs'], test['angle'])
+    predictions = dict(model=graded['difficulty'])
     if ensemble > 1:
         predictions['member0'] = grade_routes(best.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = ridge_predict(coef, ridge_design(test['inputs'], test['angle'], token_role))
     print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))
-    probs = grade_routes(best, test['inputs'], test['angle'])['probs']
     classes = grade_classes(test['difficulty'], best.grade_min, best.n_grades)
     print('expected calibration error of the grade distribution on test: ' + ', '.join(
-        f"{b} {calibration(probs[test['board'] == b], classes[test['board'] == b])['ece']:.3f}"
+        f"{b} {calibration(graded['probs'][test['board'] == b], classes[test['board'] == b])['ece']:.3f}"
         for b in sorted(set(test['board']))))

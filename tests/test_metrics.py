@@ -9,8 +9,9 @@ import torch
 import pytest
 
 from metrics import (ClimbIndex, calibration, distinct_rate, fit_ridge, fit_temperature, frechet_distance, grade_classes,
-                     grade_quantiles, hold_counts, jaccard_distance, js_divergence, ridge_baseline, ridge_design,
+                     hold_counts, jaccard_distance, js_divergence, ridge_baseline, ridge_design,
                      ridge_features, ridge_normal_equations, ridge_predict, role_counts, shape_stats, stiff_or_soft)
+from model import grade_quantile
 from routes import SPLITS, Grammar, load_meta, load_split, pad
 
 A = frozenset({(1, 'start'), (2, 'middle'), (3, 'finish')})
@@ -243,12 +244,12 @@ def test_calibration_and_temperature():
     assert list(grade_classes([9.0, 10.4, 10.6, 33.0, 40.0], 10, 24)) == [0, 0, 1, 23, 23]
 
 
-def test_grade_quantiles_and_stiff_or_soft():
+def test_grade_quantile_and_stiff_or_soft():
     probs = np.zeros((3, 24))
     probs[0, 10] = 1.0  # all on grade 20 (grade_min 10): spread over 19.5..20.5
     probs[1, [5, 15]] = 0.5  # half on 15, half on 25
     probs[2, :] = 1 / 24
-    q = grade_quantiles(probs, (0.1, 0.5, 0.9), 10)
+    q = torch.stack([grade_quantile(torch.as_tensor(probs), t, 10) for t in (0.1, 0.5, 0.9)], 1).numpy()
     assert q[0] == pytest.approx([19.6, 20.0, 20.4]) and q[1, 1] == pytest.approx(15.5) and q[2, 1] == pytest.approx(21.5)
     verdict, band = stiff_or_soft([21.0, 20.0, 11.0], probs, 10)  # the uniform one's 10% point: 11.9
     assert list(verdict) == ['soft', 'as graded', 'stiff'] and band.shape == (3, 2)
