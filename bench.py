@@ -39,8 +39,8 @@ import torch
 
 from configurator import configure
 from metrics import ClimbIndex
-from model import (build_generator, check_device, checkpoint_dir, grade_checkpoints, load_checkpoint, load_generator,
-                   load_grader, sample_routes, sample_tokens)
+from model import (ACCEPT, BEST_OF, FIRST, build_generator, check_device, checkpoint_dir, grade_checkpoints,
+                   load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
 
 # -----------------------------------------------------------------------------
@@ -56,7 +56,9 @@ sample_batch = 500
 naive_routes = 40
 checkpoint = ''  # a generator checkpoint to sample from; default out/kilter/gen/best.pt, else random weights
 grade_dir = ''  # the grade model guided sampling uses; default out/kilter/grade (skipped if absent)
-best_of = 8
+best_of = BEST_OF  # guided sampling as sample.py does it by default
+first = FIRST
+accept = ACCEPT
 guided_routes = 400
 seed = 1337
 scale = 0  # > 0: time and peak memory of every step, on --snapshot as it is and grown this many times
@@ -312,10 +314,11 @@ if grade_checkpoints(grade_dir):
             b = min(sample_batch // best_of, n - i)
             generator = torch.Generator(device=device).manual_seed(seed + i)
             routes, stats = sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator,
-                                          grader=grader, best_of=best_of, known=known)
+                                          grader=grader, best_of=best_of, known=known, first=first, accept=accept)
             drawn.append((stats['drawn'], np.mean([len(r['tokens']) for r in routes])))
     t = timed(lambda: guided(guided_routes), 1)
-    rows.append((f'sampling, guided best of {best_of}', guided_routes / t, 'routes/s',
+    rule = f'first {first} of {best_of}' if 0 < first < best_of else f'best of {best_of}'
+    rows.append((f'sampling, guided {rule}', guided_routes / t, 'routes/s',
                  f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
     rows.append(('guided share of plain', 100 * guided_routes / t / fast, '%', 'guided routes/s over batched plain, this run'))
     def forward_flops(model, T):  # a route of T tokens: 2 FLOPs per matmul weight a token, plus attention
@@ -332,59 +335,68 @@ if grade_checkpoints(grade_dir):
                  'those FLOPs at the rate measured, against the fp32 matmul peak'))
 
 # -----------------------------------------------------------------------------
-# serve.py under load: 8 clients at once over HTTP, half generate (guided) and half grade requests
+# serve.py under load: 1, 8 and 32 clients at once over HTTP, half generate (one guided route) and
+# half grade requests; once as it serves by default (requests batched) and once one at a time under
+# one lock (--batch=False, as it served before), same models and load
 if os.path.basename(ckpt_path) == 'best.pt' and os.path.isfile(ckpt_path) and grade_checkpoints(grade_dir):
     import json  # only this section needs them
     import threading
     import urllib.request
     per_client = 25
-    server = subprocess.Popen([sys.executable, 'serve.py', config, f'--data_root={tmp}', f'--device={device}',
-                               f'--gen_dir={os.path.dirname(ckpt_path)}', f'--grade_dir={grade_dir}', '--port=0',
-                               '--log_requests=False'], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        address = re.search(r'http://\S+/', server.stdout.readline())
-        if not address:
-            raise SystemExit("error: serve.py did not start")
+    served = {}  # (batched, clients) -> (requests/s, p50, p99)
+    for batched in (False, True):
+        server = subprocess.Popen([sys.executable, 'serve.py', config, f'--data_root={tmp}', f'--device={device}',
+                                   f'--gen_dir={os.path.dirname(ckpt_path)}', f'--grade_dir={grade_dir}', '--port=0',
+                                   '--log_requests=False', f'--batch={batched}'],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            address = re.search(r'http://\S+/', server.stdout.readline())
+            if not address:
+                raise SystemExit("error: serve.py did not start")
 
-        def request(path, body):
-            req = urllib.request.Request(address.group(0) + path, data=json.dumps(body).encode(),
-                                         headers={'Content-Type': 'application/json'})
-            with urllib.request.urlopen(req, timeout=300) as res:
-                return json.loads(res.read())
+            def request(path, body):
+                req = urllib.request.Request(address.group(0) + path, data=json.dumps(body).encode(),
+                                             headers={'Content-Type': 'application/json'})
+                with urllib.request.urlopen(req, timeout=300) as res:
+                    return json.loads(res.read())
 
-        first = request('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1, seed=seed))
-        route = first['routes'][0]['route']
-        work = [('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1)),
-                ('api/grade', dict(board=board['name'], route=route, angle=angle))]
-        for clients in (1, 8, 32):  # one climber, a room, a gym
-            latency, failed = [], []
+            route = request('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1, seed=seed))
+            work = [('api/generate', dict(board=board['name'], angle=angle, grade=20, count=1)),
+                    ('api/grade', dict(board=board['name'], route=route['routes'][0]['route'], angle=angle))]
+            for clients in (1, 8, 32):  # one climber, a room, a gym
+                latency, failed = [], []
 
-            def client(k):
-                for i in range(per_client):
-                    t = time.perf_counter()
-                    try:
-                        request(*work[(k + i) % len(work)])
-                        latency.append(time.perf_counter() - t)
-                    except Exception as e:  # noqa: BLE001  (counted, and the run goes on)
-                        failed.append(e)
-            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
-            note = f'{clients} client(s) x {per_client}, half generate (1 route, guided), half grade'
-            note += f', {len(failed)} failed' if failed else ''
-            rows.append((f'serve.py requests/s, {clients} clients', len(latency) / wall, 'req/s', note))
-            for q in (50, 99):
-                rows.append((f'serve.py latency p{q}, {clients} clients', 1000 * float(np.percentile(latency, q)), 'ms',
-                             'per request, as a client sees it'))
-            print(f"serve.py, {clients} clients: {rows[-3][1]:.1f} requests/s, p50 {rows[-2][1]:.0f} ms, "
-                  f"p99 {rows[-1][1]:.0f} ms", flush=True)
-    finally:
-        server.terminate()
-        server.wait()
+                def client(k):
+                    for i in range(per_client):
+                        t = time.perf_counter()
+                        try:
+                            request(*work[(k + i) % len(work)])
+                            latency.append(time.perf_counter() - t)
+                        except Exception as e:  # noqa: BLE001  (counted, and the run goes on)
+                            failed.append(e)
+                threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+                t0 = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                wall = time.perf_counter() - t0
+                how = 'batched' if batched else 'one lock'
+                note = f'{clients} client(s) x {per_client}, half generate (1 route, guided), half grade'
+                note += f', {len(failed)} failed' if failed else ', none failed'
+                served[batched, clients] = (len(latency) / wall, *(1000 * float(np.percentile(latency, q)) for q in (50, 99)))
+                rows.append((f'serve.py {how}, {clients} clients', served[batched, clients][0], 'req/s', note))
+                rows.append((f'  latency p50 / p99', served[batched, clients][1], 'ms',
+                             f'p99 {served[batched, clients][2]:,.0f} ms, per request as a client sees it'))
+                print(f"serve.py {how}, {clients} clients: {served[batched, clients][0]:.1f} requests/s, "
+                      f"p50 {served[batched, clients][1]:.0f} ms, p99 {served[batched, clients][2]:.0f} ms", flush=True)
+        finally:
+            server.terminate()
+            server.wait()
+    rows.append(('serve.py batched over one lock', served[True, 8][0] / served[False, 8][0], 'x',
+                 'requests/s at 8 clients, this run'))
+    rows.append(('serve.py p99 at 8 over p50 at 1', served[True, 8][2] / served[True, 1][1], 'x',
+                 'batched: the wait of a room against one climber alone'))
 
 print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
 for what, figure, unit, note in rows:

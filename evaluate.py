@@ -42,8 +42,8 @@ import metrics
 from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
-from model import (check_device, check_sampling, checkpoint_dir, encoder_tables, grade_checkpoints, grade_routes,
-                   load_generator, load_grader, read_history, route_nll, sample_routes)
+from model import (ACCEPT, BEST_OF, FIRST, check_device, check_sampling, checkpoint_dir, encoder_tables,
+                   grade_checkpoints, grade_routes, load_generator, load_grader, read_history, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
 
@@ -54,7 +54,9 @@ data_root = 'data'
 gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade (one model or an ensemble): grades the test split, guides sampling
 judge_dir = ''  # default out/<dataset>/judge: a grade model kept apart to judge the samples
-best_of = 8  # guided sampling: candidates per route
+best_of = BEST_OF  # guided sampling: candidates per route at most
+first = FIRST  # of which first are drawn first: a route with one within accept grades of the asked grade stops there
+accept = ACCEPT
 tolerance = 1.0  # guided sampling: a route whose candidates all miss the asked grade by more is drawn again
 report_dir = ''  # default out/<dataset>/report
 num_samples = 1000
@@ -76,7 +78,7 @@ if split not in SPLITS + ('all',):
     raise InputError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
     raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
-check_sampling(temperature, top_k, top_p, best_of, tolerance)
+check_sampling(temperature, top_k, top_p, best_of, tolerance, first, accept)
 check_device(device)
 t_start = time.time()
 
@@ -127,7 +129,7 @@ rng = random.Random(seed)
 val_nll = route_nll(gpt, [r['tokens'] for r in routes['val']])
 val_tokens = sum(len(r['tokens']) - CONDITIONING for r in routes['val'])
 report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.paths, judge=judge and judge.paths,
-              generator=dict(
+              guide=dict(best_of=best_of, first=first, accept=accept, tolerance=tolerance), generator=dict(
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
 log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
     f"{report['generator']['val_loss_per_route']:.2f} per route ({len(val_nll):,} routes)")
@@ -151,11 +153,11 @@ sample_stats = {}
 def sampler(guided):
     """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
     def sample(prompts, generator, walls):
-        out, stats, step = [], dict(drawn=0, copies=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
+        out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
                                                generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance,
-                                               walls=walls[i:i + step])
+                                               walls=walls[i:i + step], first=first, accept=accept)
             out += [r['tokens'] for r in chunk]
             stats = {k: stats[k] + chunk_stats[k] for k in stats}
         sample_stats['gpt, guided' if guided else 'gpt'] = stats
@@ -293,10 +295,12 @@ on_wall = '' if wall is None else (
     f"{split} routes that fit it" + ('.' if not report['wall']['val_routes'] else
     f"; its {report['wall']['val_routes']:,} val routes score {report['wall']['val_loss_per_route']:.2f} per route on "
     f"the whole board, {report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask."))
+guide_rule = f"{best_of}" + (f" (the first {first}, or all {best_of} where none of those is within {accept:g} grades of "
+                              f"the asked grade)" if 0 < first < best_of else '')
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
-        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the best of {best_of} "
+        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the best of {guide_rule} "
         f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
 # where learning stopped: every model's loss history, the checkpoint kept marked
 runs = [('generator', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
@@ -318,7 +322,8 @@ if 'gpt, guided' in generation:
     g = generation['gpt, guided']
     html.append(f"<p>Guided sampling drew {g['drawn']:,} candidates for {num_samples:,} routes; {g['copies']:,} of them "
                 f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped; "
-                f"{g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
+                f"{g['more']:,} routes drew the rest of their {best_of} candidates (none of the first within {accept:g} "
+                f"grades); {g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
                 f"or none that was not a known climb).</p>")
 beyond_judge = '; '.join(
     f"{name}, {b}: {m['beyond_judge']:,} prompts ask for more than two V above V{m['judge_ceiling_v']}, the highest grade "

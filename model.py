@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,15 +255,42 @@ class GradeEncoder(Transformer):
         return pred, loss
 
 
-def sample_tokens(probs, generator=None):
+def sample_tokens(probs, generator=None, u=None):
     """One token per row of probs (B, V) -> (B, 1), by inverse CDF with one uniform per row: the
     same distribution as torch.multinomial, an order of magnitude faster on a (500, 2000) batch
-    on a CPU. A token of probability 0 is never drawn."""
+    on a CPU. u: (B,) the uniforms, if the caller drew them. A token of probability 0 is never drawn."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.size(0), 1, device=probs.device, generator=generator) * cdf[:, -1:]
+    if u is None:
+        u = torch.rand(probs.size(0), device=probs.device, generator=generator)
+    u = u[:, None].to(cdf.dtype) * cdf[:, -1:]
     nxt = torch.searchsorted(cdf, u, right=True).clamp(max=probs.size(-1) - 1)
     # a u rounded up onto the total would pick the last token, maybe one the rules forbid
     return torch.where(probs.gather(1, nxt) > 0, nxt, probs.argmax(-1, keepdim=True))
+
+
+class RowRandom:
+    """The uniforms of each decoding step, drawn per stream: rows are split into contiguous runs
+    (one per request), each with its own torch.Generator, and a run draws one uniform for each of
+    its rows at every step while any of them is still decoding. A run's draws depend only on its
+    own rows, so a request decoded in a batch with others gets exactly the routes it gets alone."""
+
+    def __init__(self, generators, B, device):
+        generators = list(generators) if isinstance(generators, (list, tuple)) else [generators] * B
+        assert len(generators) == B, f'{len(generators)} generators for {B} rows'
+        self.runs, start = [], 0
+        for i in range(1, B + 1):
+            if i == B or generators[i] is not generators[start]:
+                self.runs.append((start, i, generators[start]))
+                start = i
+        self.device = device
+
+    def draw(self, finished):
+        """finished: (B,) bool over every row -> (B,) uniforms (0 in runs that have finished)."""
+        u = torch.zeros(len(finished), device=self.device)
+        for start, end, g in self.runs:
+            if not finished[start:end].all():
+                u[start:end] = torch.rand(end - start, device=self.device, generator=g)
+        return u
 
 
 @torch.no_grad()
@@ -272,23 +300,29 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
     masks every step to what the grammar allows; finished rows continue with padding (0).
     Routes differ in length, so once half of the rows still decoding have finished, they are
     dropped from the batch (and from the cache and the rules): the long routes do not keep the
-    short ones computing. Returns (B, T0 + steps)."""
+    short ones computing. temperature: one for all rows, or one per row (0: the likeliest token);
+    generator: one torch.Generator, or one per row (contiguous runs, see RowRandom), so several
+    requests share a batch and each still gets the routes it gets alone. Returns (B, T0 + steps)."""
     B, T0 = prefix.shape
     weight = model.lm_head.weight
+    dev = prefix.device
     cache = model.new_cache(B, weight.device, weight.dtype)
     logits, _ = model(prefix, cache=cache, pos=0)
-    out = torch.zeros(B, model.config.block_size, dtype=torch.long, device=prefix.device)
+    out = torch.zeros(B, model.config.block_size, dtype=torch.long, device=dev)
     out[:, :T0] = prefix
-    rows = torch.arange(B, device=prefix.device)  # the rows of out still being decoded
-    done, pos = torch.zeros(B, dtype=torch.bool, device=prefix.device), T0
+    temps = torch.as_tensor(temperature, dtype=torch.float32, device=dev).expand(B).clone()
+    rand = RowRandom(generator, B, dev)
+    rows = torch.arange(B, device=dev)  # the rows of out still being decoded
+    finished = torch.zeros(B, dtype=torch.bool, device=dev)  # over every row of out
+    done, pos = torch.zeros(B, dtype=torch.bool, device=dev), T0
     while pos < model.config.block_size:
         logits = logits[:, -1].float()
         if rules is not None:
             logits = logits.masked_fill(~rules.mask(), float('-inf'))
-        if temperature == 0:
-            nxt = logits.argmax(-1, keepdim=True)
-        else:
-            logits = logits / temperature
+        t = temps[rows]
+        greedy = logits.argmax(-1, keepdim=True)
+        if (t > 0).any():
+            logits = logits / t.masked_fill(t == 0, 1.0)[:, None]  # greedy rows take argmax below
             if top_k:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float('-inf'))
@@ -297,11 +331,15 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
                 cum = sorted_logits.softmax(-1).cumsum(-1)
                 drop = cum - sorted_logits.softmax(-1) >= top_p  # keeps the first token always
                 logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
-            nxt = sample_tokens(logits.softmax(-1), generator)
+            u = rand.draw(finished)[rows]
+            nxt = torch.where((t > 0)[:, None], sample_tokens(logits.softmax(-1), u=u), greedy)
+        else:
+            nxt = greedy
         nxt = torch.where(done[:, None], torch.zeros_like(nxt), nxt)
         if rules is not None:
             rules.update(nxt)
         done |= nxt.squeeze(1) == end_token
+        finished[rows] = done
         out[rows, pos] = nxt.squeeze(1)
         pos += 1
         if done.all():
@@ -438,21 +476,62 @@ def grader_args(meta, **config):
                 grade_min=MIN_DIFFICULTY, grade_max=MAX_DIFFICULTY)
 
 
+class _Method(nn.Module):
+    """module.<method> as a module's forward, for torch.func.functional_call."""
+
+    def __init__(self, module, method):
+        super().__init__()
+        self.module, self.method = module, method
+
+    def forward(self, *args):
+        return getattr(self.module, self.method)(*args)
+
+
 class GradeEnsemble(nn.Module):
     """Several grade models (seeds) as one: the mean of their grade distributions, and its
-    median. It answers embed / log_probs / median / forward like a single GradeEncoder."""
+    median. It answers embed / log_probs / median / forward like a single GradeEncoder.
+    batched: the members run as one call (torch.func.vmap over their stacked weights), which
+    saves the launches of a call per member on a GPU; on a 2-core CPU, five Kilter-size members
+    one by one were as fast or faster (15 routes: 95 vs 136 ms; 512: 4.7 vs 5.0 s), so there
+    they run one by one. Both give the same grades."""
 
-    def __init__(self, members):
+    def __init__(self, members, batched=False):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.grade_min, self.n_grades = members[0].grade_min, members[0].n_grades
+        self.batched = batched and len({json.dumps(vars(m.config), sort_keys=True) for m in members}) == 1
+        self._stack = None  # (device, stacked weights), built on first use: members do not train here
+
+    def stacked(self):
+        device = next(self.parameters()).device
+        if self._stack is None or self._stack[0] != device:
+            params, buffers = torch.func.stack_module_state(list(self.members))
+            self._stack = (device, {'module.' + k: v for k, v in {**params, **buffers}.items()})
+        return self._stack[1]
+
+    def run(self, method, *args):
+        """(M, ...) every member's method(*args), in one vmapped call."""
+        call = _Method(self.members[0], method)
+        with warnings.catch_warnings():  # attention has no batching rule on a CPU: a loop there, said once is enough
+            warnings.filterwarnings('ignore', message='There is a performance drop')
+            return torch.func.vmap(lambda state: torch.func.functional_call(call, state, args))(self.stacked())
 
     def embed(self, idx, angle):
-        return torch.cat([m.embed(idx, angle) for m in self.members], -1)  # every member's view of the route
+        if not self.batched:
+            return torch.cat([m.embed(idx, angle) for m in self.members], -1)  # every member's view of the route
+        pooled = self.run('embed', idx, angle)  # (M, B, C)
+        return pooled.transpose(0, 1).flatten(1)  # (B, M * C): member by member, as the loop lays it out
 
     def log_probs(self, pooled):
         parts = pooled.chunk(len(self.members), -1)
-        probs = torch.stack([m.log_probs(p).exp() for m, p in zip(self.members, parts)]).mean(0)
+        if self.batched:
+            head = _Method(self.members[0], 'head')
+            state = {k: v for k, v in self.stacked().items() if k.startswith('module.head.')}
+            logits = torch.func.vmap(lambda s, p: torch.func.functional_call(head, s, (p,)))(state, torch.stack(parts))
+            t = torch.tensor([m.temperature for m in self.members], device=logits.device)[:, None, None]
+            probs = (logits.float() / t).softmax(-1).mean(0)
+        else:
+            probs = torch.stack([m.log_probs(p).exp() for m, p in zip(self.members, parts)]).mean(0)
         return probs.clamp(min=1e-12).log()
 
     def median(self, probs):
@@ -493,7 +572,8 @@ def load_grader(path, meta, device='cpu'):
                              f"retrain it, or pass the matching dataset")
         members.append(_state(build_grader(args), ckpt, p))
         members[-1].temperature = float(ckpt.get('temperature', 1.0))  # train_grade.py's calibration, if any
-    model = members[0] if len(members) == 1 else GradeEnsemble(members)
+    # members batched on a GPU, where a small call costs its launches; on a CPU one by one was as fast
+    model = members[0] if len(members) == 1 else GradeEnsemble(members, batched=device.startswith('cuda'))
     model.paths = paths
     return model.to(device).eval()
 
@@ -554,7 +634,12 @@ def route_nll(model, sequences, batch_size=256, blocked=None):
     return out
 
 
-def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0):
+# guided sampling's defaults, for every script that guides: best_of candidates at most a round, first of
+# them drawn first, a route stopping there when one is within accept grades of the asked grade
+BEST_OF, FIRST, ACCEPT = 8, 0, 0.5
+
+
+def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0, first=0, accept=0.5):
     """Sampling settings sample_routes() can use, or a one-line error (scripts call it before
     loading a model, so a mistake costs nothing)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
@@ -567,39 +652,71 @@ def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0):
         raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise InputError(f"tolerance must be a number of grades >= 0 (a large one: never draw again), got {tolerance!r}")
+    if not (isinstance(first, int) and 0 <= first <= 64):
+        raise InputError(f"first must be a whole number 0..64 (0: all best_of candidates at once), got {first!r}")
+    if not (isinstance(accept, (int, float)) and accept >= 0):
+        raise InputError(f"accept must be a number of grades >= 0, got {accept!r}")
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0, walls=None):
+                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0, walls=None, first=0, accept=0.5):
     """Routes for prompts (board, angle, grade), one each: angle None where the board's data has no
     angles, grade an integer difficulty or None. required: per prompt, holds [(placement, role)]
     the route must contain (a partial route to complete), or None. Every route is decoded under its
     board's grammar, so every one is valid. walls: per prompt, the routes.Wall whose holds alone
     its route may use (None: the whole board), kept by the decoder's mask at every step.
 
-    Guided (grader given, best_of K > 1): K candidates per prompt are drawn in one batch, graded,
-    and the one the grader puts closest to the asked grade is kept (ties: the first drawn; with no
-    grade asked: the first drawn). A prompt whose closest candidate is still more than tolerance
-    (difficulty units, one Font grade) from the asked grade gets K more, up to max_rounds rounds
-    in all: rare grades need more tries, common ones never pay for them. known (anything with
-    contains(board, holds), e.g. metrics.ClimbIndex): candidates that are known climbs are
-    dropped and, where a prompt has none left, drawn again, also up to max_rounds rounds; after
-    that the copy is kept with copy=True.
+    Guided (grader given, best_of K > 1): candidates are drawn for every prompt, graded, and the one
+    the grader puts closest to the asked grade is kept (ties: the first drawn; with no grade asked:
+    the first drawn). The work goes where it pays: first F candidates (0 or F >= K: all K at
+    once); a prompt whose closest is within accept of the asked grade (difficulty units, one Font
+    grade each) stops there, the others get K - F more. A prompt whose closest of those K is still
+    more than tolerance from it gets K more, up to max_rounds rounds of K in all: rare grades need
+    more tries, common ones never pay for them. known (anything with contains(board, holds), e.g.
+    metrics.ClimbIndex): candidates that are known climbs are dropped and, where a prompt has none
+    left, drawn again, also up to max_rounds rounds; after that the copy is kept with copy=True.
     -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
     predicted (the grader's difficulty) where graded; stats counts candidates drawn, copies
-    (candidates dropped as known climbs) and redrawn (prompts given another round)."""
-    check_sampling(temperature, top_k, top_p, best_of, tolerance)
-    if best_of > 1 and grader is None:
-        raise InputError("best_of > 1 needs a grade model to choose with")
-    required = required or [[] for _ in prompts]
-    walls = walls or [None] * len(prompts)
-    for (board, _, _), holds, wall in zip(prompts, required, walls):
-        grammar.check_prompt(board, holds)
-        grammar.check_on_wall(wall, holds)
+    (candidates dropped as known climbs), more (prompts whose first candidates missed and got the
+    rest of K) and redrawn (prompts given another round of K)."""
+    job = dict(prompts=prompts, required=required, walls=walls, temperature=temperature, generator=generator,
+               best_of=best_of, first=first, accept=accept)
+    return sample_batch(model, grammar, [job], top_k, top_p, grader, known, max_rounds, tolerance)[0]
+
+
+def sample_batch(model, grammar, jobs, top_k=0, top_p=1.0, grader=None, known=None, max_rounds=4, tolerance=1.0):
+    """sample_routes for several requests at once (serve.py gathers the requests that arrive
+    together): each job is a dict of sample_routes' per-request arguments (prompts; optional
+    required, walls, temperature, generator, best_of, first, accept). Every round draws the
+    candidates of all jobs in one batch and grades them in one call, each job's rows drawing from
+    its own generator, so each job gets exactly what sample_routes gives it alone (up to the last
+    bits of floating point in batches of another shape). -> [(routes, stats)], one per job."""
+    plan, rows_of = [], []  # per job: its rounds [(candidates per prompt, threshold)]; its rows in the batch
+    for job in jobs:
+        k, f, accept = job.get('best_of', 1), job.get('first', 0), job.get('accept', 0.5)
+        check_sampling(job.get('temperature', 1.0), top_k, top_p, k, tolerance, f, accept)
+        if k > 1 and grader is None:
+            raise InputError("best_of > 1 needs a grade model to choose with")
+        job['required'] = job.get('required') or [[] for _ in job['prompts']]
+        job['walls'] = job.get('walls') or [None] * len(job['prompts'])
+        for (board, _, _), holds, wall in zip(job['prompts'], job['required'], job['walls']):
+            grammar.check_prompt(board, holds)
+            grammar.check_on_wall(wall, holds)
+        rounds = [(f, accept), (k - f, tolerance)] if 0 < f < k else [(k, tolerance)]
+        plan.append(rounds + [(k, tolerance)] * (max_rounds - 1))
     guided = grader is not None
-    candidates = [[] for _ in prompts]
-    fallback = [None] * len(prompts)
-    pending, stats = list(range(len(prompts))), dict(drawn=0, copies=0, redrawn=0)
+    n = [len(job['prompts']) for job in jobs]
+    candidates = [[[] for _ in range(m)] for m in n]
+    fallback = [[None] * m for m in n]
+    pending = [list(range(m)) for m in n]
+    stats = [dict(drawn=0, copies=0, more=0, redrawn=0) for _ in jobs]
+
+    def closest(j, i):  # job j's prompt i: its candidate nearest the asked grade (min: the first of ties), how far
+        asked = jobs[j]['prompts'][i][2]
+        if asked is None:
+            return candidates[j][i][0], 0.0
+        best = min(candidates[j][i], key=lambda r: abs(r['predicted'] - asked))
+        return best, abs(best['predicted'] - asked)
 
     def grade(routes):  # the grader's difficulty of each route, kept on it
         if guided and routes:
@@ -607,37 +724,39 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
             for r, d in zip(routes, grade_routes(grader, inputs, angles)['difficulty']):
                 r['predicted'] = float(d)
 
-    def closest(i):  # prompt i's candidate nearest its asked grade (min: the first of ties), and how far
-        asked = prompts[i][2]
-        if asked is None:
-            return candidates[i][0], 0.0
-        best = min(candidates[i], key=lambda r: abs(r['predicted'] - asked))
-        return best, abs(best['predicted'] - asked)
-
-    for attempt in range(max_rounds):
-        stats['redrawn'] += len(pending) if attempt else 0
-        rows = [i for i in pending for _ in range(best_of)]
-        fresh = []
-        for i, route in zip(rows, _draw(model, grammar, [prompts[i] for i in rows], [required[i] for i in rows],
-                                        temperature, top_k, top_p, generator, [walls[i] for i in rows])):
-            stats['drawn'] += 1
+    for step in range(max(map(len, plan))):
+        rows, fresh = [], []  # rows: (job, prompt) for every candidate of this round, each job's together
+        for j, job in enumerate(jobs):
+            if step < len(plan[j]) and pending[j]:
+                if step:
+                    stats[j]['more' if step == 1 and len(plan[j]) > max_rounds else 'redrawn'] += len(pending[j])
+                rows += [(j, i) for i in pending[j] for _ in range(plan[j][step][0])]
+        if not rows:
+            break
+        drawn = _draw(model, grammar, [jobs[j]['prompts'][i] for j, i in rows], [jobs[j]['required'][i] for j, i in rows],
+                      [float(jobs[j].get('temperature', 1.0)) for j, _ in rows], top_k, top_p,
+                      [jobs[j].get('generator') for j, _ in rows], [jobs[j]['walls'][i] for j, i in rows])
+        for (j, i), route in zip(rows, drawn):
+            stats[j]['drawn'] += 1
             if known is not None and known.contains(route['board'], route['holds']):
-                stats['copies'] += 1
-                fallback[i] = fallback[i] or dict(route, copy=True)
+                stats[j]['copies'] += 1
+                fallback[j][i] = fallback[j][i] or dict(route, copy=True)
             else:
                 fresh.append(dict(route, copy=False))
-                candidates[i].append(fresh[-1])
+                candidates[j][i].append(fresh[-1])
         grade(fresh)
-        pending = [i for i in pending if not candidates[i] or (guided and best_of > 1 and closest(i)[1] > tolerance)]
-        if not pending:
-            break
-    copies = [i for i, c in enumerate(candidates) if not c]  # every candidate was a known climb: keep one, marked
-    for i in copies:
-        candidates[i].append(fallback[i])
-    grade([fallback[i] for i in copies])
+        for j in range(len(jobs)):
+            if step < len(plan[j]):
+                within = plan[j][step][1]
+                pending[j] = [i for i in pending[j] if not candidates[j][i] or
+                              (guided and jobs[j].get('best_of', 1) > 1 and closest(j, i)[1] > within)]
+    copies = [(j, i) for j in range(len(jobs)) for i in range(n[j]) if not candidates[j][i]]
+    for j, i in copies:  # every candidate was a known climb: keep one, marked
+        candidates[j][i].append(fallback[j][i])
+    grade([fallback[j][i] for j, i in copies])
     if not guided:
-        return [c[0] for c in candidates], stats
-    return [closest(i)[0] for i in range(len(prompts))], stats
+        return [([c[0] for c in candidates[j]], stats[j]) for j in range(len(jobs))]
+    return [([closest(j, i)[0] for i in range(n[j])], stats[j]) for j in range(len(jobs))]
 
 
 def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator, walls=None):
@@ -657,11 +776,23 @@ def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generato
     return routes
 
 
+def grade_curves(grader, grammar, routes):
+    """Routes [(board, holds)] each graded at every angle of its board, in one batched call ->
+    per route [(angle, difficulty, probs)], most climbs being logged at a few angles only. A
+    board without angles gives one row, angle None."""
+    inputs, angles, sizes = [], [], []
+    for board, holds in routes:
+        spec = grammar.board(board)
+        mine = spec['angles'] if spec['angle_known'] else [None]
+        inputs += [encoder_input(grammar.encode(board, a, None, holds)) for a in mine]
+        angles += mine
+        sizes.append(len(mine))
+    graded = grade_routes(grader, inputs, angles)
+    rows = list(zip(angles, graded['difficulty'].tolist(), graded['probs']))
+    ends = np.cumsum(sizes)
+    return [rows[end - size:end] for size, end in zip(sizes, ends)]
+
+
 def grade_curve(grader, grammar, board, holds):
-    """A route graded at every angle of its board -> [(angle, difficulty, probs)], most climbs
-    being logged at a few angles only. A board without angles gives one row, angle None."""
-    spec = grammar.board(board)
-    angles = spec['angles'] if spec['angle_known'] else [None]
-    inputs = [grammar.encode(board, a, None, holds) for a in angles]
-    graded = grade_routes(grader, [encoder_input(t) for t in inputs], angles)
-    return list(zip(angles, graded['difficulty'].tolist(), graded['probs']))
+    """One route's grade_curves."""
+    return grade_curves(grader, grammar, [(board, holds)])[0]

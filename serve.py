@@ -26,11 +26,20 @@ nearest known climb is one that fits it, and the answer says which wall it was (
 title, holds).
 
 A bad request gets a 4xx and {"error": "<one line>"}; nothing a client sends is evaluated, joined
-to a path or written anywhere, and one lock serializes the model calls.
+to a path or written anywhere.
+
+Model calls are batched across requests: sampling (generate and complete) and grading each have
+one worker thread, and the requests of its kind that arrive while it runs a call go into its next
+call together (at most max_batch rows: candidates for sampling, angles for grading), each drawing
+from its own seed, so an answer is the one the request gets alone. A request that fails inside a
+batch is run again alone and fails alone; one whose call has not started after max_wait seconds
+gets a 503. Sampling never waits for grading or grading for sampling. --batch=False serves one
+request at a time under one lock (what bench.py compares with).
 """
 
 import json
 import os
+import collections
 import random
 import socket
 import sys
@@ -45,8 +54,8 @@ import lights
 from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex, stiff_or_soft
-from model import (check_device, checkpoint_dir, grade_checkpoints, grade_curve, load_generator, load_grader,
-                   sample_routes)
+from model import (ACCEPT, BEST_OF, FIRST, check_device, checkpoint_dir, grade_checkpoints, grade_curves,
+                   load_generator, load_grader, sample_batch)
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
                     load_split, parse_grade)
 
@@ -60,12 +69,17 @@ host = '127.0.0.1'  # loopback only unless told otherwise
 port = 8000  # 0: any free port (the address printed is the real one)
 device = 'cpu'
 threads = 0  # torch threads for model calls; 0: torch's default
-best_of = 8  # candidates per generated route, graded, the closest to the asked grade kept
+best_of = BEST_OF  # candidates per generated route, graded, the closest to the asked grade kept
+first = FIRST  # of which first are drawn first: a route with one within accept grades of the asked grade stops there
+accept = ACCEPT
 default_count = 6  # routes per Generate
 max_count = 24  # most routes one request may ask for
 max_best_of = 16  # most candidates per route one request may ask for
 max_body = 64 * 1024  # bytes in a request body
 timeout = 15.0  # seconds a client may take to send its request
+batch = True  # gather the requests that arrive together into one model call; False: one at a time, one lock
+max_batch = 256  # most rows in one model call (candidates when sampling, angles when grading)
+max_wait = 30.0  # seconds a request may wait for its model call to start before a 503
 log_requests = True  # one line per request on stderr
 size = ''  # the wall the page starts with, on the first board: a size by id or name; default: the configured size
 sets = ''  # and the hold sets on it, by id or name ('Bolt Ons,Screw Ons'); default: all
@@ -75,8 +89,8 @@ configure(globals())
 check_device(device)
 if not (isinstance(port, int) and 0 <= port <= 65535):
     raise InputError(f"port must be 0..65535 (0: any free port), got {port!r}")
-if max_count < 1 or max_best_of < 1 or max_body < 1024 or timeout <= 0:
-    raise InputError("max_count, max_best_of must be >= 1, max_body >= 1024 and timeout > 0")
+if max_count < 1 or max_best_of < 1 or max_body < 1024 or timeout <= 0 or max_batch < 1 or max_wait <= 0:
+    raise InputError("max_count, max_best_of and max_batch must be >= 1, max_body >= 1024, timeout and max_wait > 0")
 if threads > 0:
     torch.set_num_threads(threads)
 
@@ -99,7 +113,6 @@ else:
     missing['grader'] = f"no grade model in {grade_dir}: train one (python train_grade.py config/{dataset}.py)"
 for line in missing.values():
     print(f"note: {line}", file=sys.stderr)
-model_lock = threading.Lock()  # torch modules are not safe to run from several threads at once
 
 # the page: a fixed list of files, read once; no path from a request ever reaches the filesystem
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
@@ -238,6 +251,76 @@ def hold_pairs(board, pairs):
 
 
 # -----------------------------------------------------------------------------
+# model calls: the requests of one kind that wait together go into one call
+
+class Batcher:
+    """A worker thread for one kind of model call. run_many(items) -> one result per item.
+    submit(item, rows) waits for the item's result: (result, how many requests shared its call)."""
+
+    def __init__(self, name, run_many):
+        self.run_many = run_many
+        self.queue = collections.deque()
+        self.changed = threading.Condition()
+        threading.Thread(target=self.work, name=name, daemon=True).start()
+
+    def submit(self, item, rows):
+        job = dict(item=item, rows=rows, done=threading.Event(), started=False)
+        with self.changed:
+            self.queue.append(job)
+            self.changed.notify()
+        if not job['done'].wait(max_wait):
+            with self.changed:
+                if not job['started']:
+                    self.queue.remove(job)
+                    raise HTTPError(503, f"the server is busy: this request waited {max_wait:g} s; try again")
+            job['done'].wait()
+        if 'error' in job:
+            raise job['error']
+        return job['result'], job['batch']
+
+    def work(self):
+        while True:
+            with self.changed:
+                while not self.queue:
+                    self.changed.wait()
+                jobs, rows = [], 0  # first come, first served, as many as max_batch rows hold (one at least)
+                while self.queue and (not jobs or rows + self.queue[0]['rows'] <= max_batch):
+                    jobs.append(self.queue.popleft())
+                    jobs[-1]['started'] = True
+                    rows += jobs[-1]['rows']
+            try:
+                results = self.run_many([job['item'] for job in jobs])
+            except Exception as e:  # noqa: BLE001  (whatever it was, it belongs to one request: find which)
+                results = [e] if len(jobs) == 1 else None
+            for i, job in enumerate(jobs):
+                try:
+                    job['result'] = self.run_many([job['item']])[0] if results is None else results[i]
+                    if isinstance(job['result'], Exception):
+                        raise job['result']
+                except Exception as e:  # noqa: BLE001  (the handler answers it: a 400, or a logged 500)
+                    job['error'] = e
+                job['batch'] = len(jobs)
+                job['done'].set()
+
+
+class OneAtATime:
+    """No batching: each request's model call alone, all kinds under one lock."""
+    lock = threading.Lock()
+
+    def __init__(self, name, run_many):
+        self.run_many = run_many
+
+    def submit(self, item, rows):
+        with self.lock:
+            return self.run_many([item])[0], 1
+
+
+calls = Batcher if batch else OneAtATime
+sampler = calls('sampling', lambda jobs: sample_batch(generator, grammar, jobs, 0, 1.0, grader, known))
+grading = calls('grading', lambda routes: grade_curves(grader, grammar, routes))
+
+
+# -----------------------------------------------------------------------------
 # the endpoints: body (a dict) -> answer (a dict)
 
 def api_check(body):
@@ -291,11 +374,11 @@ def sampled(body, prompt_field):
         raise InputError(f"seed must be 0..2**63-1, got {seed}")
     temperature = field(body, 'temperature', NUMBER, 1.0)
     prompts = [(board, angle, grades[i % len(grades)]) for i in range(count)]  # V5: 6c and 6c+ in turn
-    with model_lock:
-        rng = torch.Generator(device=device).manual_seed(seed)
-        routes, stats = sample_routes(generator, grammar, prompts, [required] * count, temperature, 0, 1.0, rng,
-                                      grader, k, known, walls=[wall] * count)
-    return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, wall=wall.describe(), routes=[dict(
+    job = dict(prompts=prompts, required=[required] * count, walls=[wall] * count, temperature=temperature,
+               generator=torch.Generator(device=device).manual_seed(seed), best_of=k, first=first, accept=accept)
+    (routes, stats), together = sampler.submit(job, count * k)
+    return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, batch=together, wall=wall.describe(),
+                routes=[dict(
         route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],
         asked=grade_record(r['grade']), predicted=grade_record(r.get('predicted')), copy=r['copy'],
         nearest=nearest(board, r['holds'], r['angle'], wall)) for r in routes])
@@ -314,9 +397,9 @@ def api_grade(body):
         grammar.validate(board, holds)
     else:
         holds, angle = grammar.route(board, route, angle, wall=wall)
-    with model_lock:
-        curve = grade_curve(grader, grammar, board, holds)
-    answer = dict(board=board, route=grammar.format(board, holds), angle=angle,
+    spec = grammar.boards[board]
+    curve, together = grading.submit((board, holds), len(spec['angles']) if spec['angle_known'] else 1)
+    answer = dict(board=board, route=grammar.format(board, holds), angle=angle, batch=together,
                   curve=[dict(angle=a, **grade_record(d)) for a, d, _ in curve],
                   nearest=nearest(board, holds, angle, wall), wall=wall.describe())
     for a, d, probs in curve:

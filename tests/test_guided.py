@@ -7,8 +7,8 @@ import torch
 
 from fixtures import setter_of
 from metrics import ClimbIndex, climb_label, jaccard_distance
-from model import (GPT, GradeEncoder, GradeEnsemble, ModelConfig, _draw, build_grader, grade_curve, grade_routes,
-                   grader_args, sample_routes)
+from model import (GPT, GradeEncoder, GradeEnsemble, ModelConfig, _draw, build_grader, grade_curve, grade_curves,
+                   grade_routes, grader_args, sample_batch, sample_routes)
 from routes import SPLITS, Grammar, load_meta, load_split
 
 
@@ -52,7 +52,7 @@ def test_guided_sampling_keeps_the_candidate_nearest_the_asked_grade(tiny_data):
     prompts = [('tiny', 40, g) for g in (14, 17, 20, 25)]
     routes, stats = sample_routes(gpt, grammar, prompts, [prompt] * 4, generator=torch.Generator().manual_seed(3),
                                   grader=grader, best_of=K, tolerance=float('inf'))  # one round: no redraws
-    assert stats == dict(drawn=4 * K, copies=0, redrawn=0)
+    assert stats == dict(drawn=4 * K, copies=0, more=0, redrawn=0)
     # the same generator state draws the same candidates: the chosen one must be nearest the asked grade
     candidates = _draw(gpt, grammar, [p for p in prompts for _ in range(K)], [prompt] * 4 * K, 1.0, 0, 1.0,
                        torch.Generator().manual_seed(3))
@@ -77,7 +77,7 @@ def test_routes_far_from_the_asked_grade_are_drawn_again(tiny_data):
     prompts = [('tiny', 40, None), ('tiny', 40, 33)]  # 33 would need 23 holds: never within 0.5
     routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(5), grader=grader,
                                   best_of=K, max_rounds=3, tolerance=0.5)
-    assert stats == dict(drawn=4 * K, copies=0, redrawn=2)
+    assert stats == dict(drawn=4 * K, copies=0, more=0, redrawn=2)
     generator = torch.Generator().manual_seed(5)  # the same draws, round by round
     first = _draw(gpt, grammar, [p for p in prompts for _ in range(K)], [[]] * 2 * K, 1.0, 0, 1.0, generator)
     hard = first[K:] + [c for _ in range(2) for c in _draw(gpt, grammar, [prompts[1]] * K, [[]] * K, 1.0, 0, 1.0,
@@ -85,6 +85,60 @@ def test_routes_far_from_the_asked_grade_are_drawn_again(tiny_data):
     assert routes[0]['holds'] == first[0]['holds']  # no grade asked: the first drawn
     assert routes[1]['holds'] == max(hard, key=lambda c: len(c['holds']))['holds']  # nearest 33: the most holds
     assert routes[1]['predicted'] == 10 + len(routes[1]['holds'])
+
+
+def test_first_candidates_within_accept_stop_there(tiny_data):
+    """first F of best_of K: a prompt whose closest first candidate is within accept stops at F
+    candidates, the others get K - F more, and the route kept is the nearest of all it drew."""
+    meta, grammar, _ = tiny_data
+    gpt, grader, K, F = random_gpt(grammar), HoldCountGrader(), 6, 2
+    prompts = [('tiny', 40, g) for g in (13, 14, 15, 16, 33, 33)]  # 33 needs 23 holds: never within 0.5
+    routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(4), grader=grader,
+                                  best_of=K, first=F, accept=0.5, tolerance=float('inf'))
+    generator = torch.Generator().manual_seed(4)  # the same draws, round by round
+    head = _draw(gpt, grammar, [p for p in prompts for _ in range(F)], [[]] * F * len(prompts), 1.0, 0, 1.0, generator)
+    missed = [i for i in range(len(prompts))
+              if min(abs(10 + len(c['holds']) - prompts[i][2]) for c in head[i * F:(i + 1) * F]) > 0.5]
+    assert 4 in missed and 5 in missed and len(missed) < len(prompts)  # some prompts stop at F: the point of it
+    assert stats == dict(drawn=F * len(prompts) + (K - F) * len(missed), copies=0, more=len(missed), redrawn=0)
+    rest = _draw(gpt, grammar, [prompts[i] for i in missed for _ in range(K - F)], [[]] * (K - F) * len(missed),
+                 1.0, 0, 1.0, generator)
+    for i, route in enumerate(routes):
+        mine = head[i * F:(i + 1) * F]
+        if i in missed:
+            m = missed.index(i)
+            mine = mine + rest[m * (K - F):(m + 1) * (K - F)]
+        scores = [abs(10 + len(c['holds']) - prompts[i][2]) for c in mine]
+        assert route['holds'] == mine[int(np.argmin(scores))]['holds']
+
+
+def test_a_batch_of_requests_gets_what_each_gets_alone(tiny_data):
+    """sample_batch draws several requests' candidates in one batch; each request has its own
+    seed, temperature, best_of and prompt, and gets exactly the routes sample_routes gives it alone."""
+    meta, grammar, rows = tiny_data
+    gpt, index = random_gpt(grammar), ClimbIndex(grammar, rows)
+    torch.manual_seed(1)
+    grader = build_grader(grader_args(meta, block_size=48, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = grammar.parse('tiny', 'p1002r12p1044r14')
+    requests = [dict(prompts=[('tiny', 40, 18)] * 3, seed=7, temperature=1.0, best_of=4, first=0, required=None),
+                dict(prompts=[('tiny', 30, 22), ('tiny', 30, 23)], seed=8, temperature=1.6, best_of=6, first=2,
+                     required=[prompt] * 2),
+                dict(prompts=[('tiny', 40, None)], seed=7, temperature=0.0, best_of=1, first=0, required=None),
+                dict(prompts=[('tiny', 50, 26)] * 5, seed=9, temperature=1.2, best_of=3, first=1, required=None)]
+
+    def job(r):
+        return dict(prompts=r['prompts'], required=r['required'], temperature=r['temperature'], best_of=r['best_of'],
+                    first=r['first'], accept=0.5, generator=torch.Generator().manual_seed(r['seed']))
+    alone = [sample_routes(gpt, grammar, r['prompts'], r['required'], r['temperature'], 0, 1.0,
+                           torch.Generator().manual_seed(r['seed']), grader, r['best_of'], index, first=r['first'],
+                           accept=0.5) for r in requests]
+    together = sample_batch(gpt, grammar, [job(r) for r in requests], grader=grader, known=index)
+    assert len(together) == len(requests)
+    for (routes_a, stats_a), (routes_b, stats_b) in zip(alone, together):
+        assert stats_a == stats_b
+        assert [r['holds'] for r in routes_a] == [r['holds'] for r in routes_b]
+        assert [r['predicted'] for r in routes_a] == pytest.approx([r['predicted'] for r in routes_b], abs=1e-5)
+    assert len({tuple(map(tuple, r['holds'])) for r in together[0][0] + together[3][0]}) > 1  # not one route over
 
 
 def test_known_climbs_are_not_offered(tiny_data):
@@ -102,7 +156,7 @@ def test_known_climbs_are_not_offered(tiny_data):
     assert all(r['holds'] != known or r['copy'] for r in routes)
     routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(0),
                                   known=EverythingKnown(), max_rounds=2)
-    assert stats == dict(drawn=6, copies=6, redrawn=3) and all(r['copy'] for r in routes)
+    assert stats == dict(drawn=6, copies=6, more=0, redrawn=3) and all(r['copy'] for r in routes)
 
 
 def test_ensemble_averages_its_members(tiny_data):
@@ -121,6 +175,45 @@ def test_ensemble_averages_its_members(tiny_data):
     median = members[0].median(torch.tensor(both['probs'])).numpy()
     assert np.allclose(both['difficulty'], median, atol=1e-5)
     assert both['embedding'].shape[1] == 2 * a['embedding'].shape[1]
+
+
+def test_batched_members_grade_as_the_members_one_by_one(tiny_data):
+    """The ensemble's members in one vmapped call give each member's own grades (its own
+    calibration temperature too), mean for mean, as when they run one after another."""
+    meta, grammar, rows = tiny_data
+    args = grader_args(meta, block_size=48, n_layer=2, n_head=2, n_embd=16)
+    members = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        members.append(build_grader(args).eval())
+        with torch.no_grad():  # a fresh head says almost nothing: make each member's opinion its own
+            members[-1].head[2].weight.mul_(300)
+        members[-1].temperature = 0.8 + 0.3 * seed
+    inputs = [t[:2] + t[3:-1] for t in rows[0]['tokens'][:40]]
+    angles = rows[0]['angle'][:40]
+    one_by_one = grade_routes(GradeEnsemble(members, batched=False).eval(), inputs, angles, batch_size=16)
+    batched = GradeEnsemble(members, batched=True).eval()
+    assert batched.batched
+    together = grade_routes(batched, inputs, angles, batch_size=16)
+    for key in ('probs', 'difficulty', 'embedding'):
+        assert np.allclose(together[key], one_by_one[key], atol=1e-5), key
+    mean = np.mean([grade_routes(m, inputs, angles)['probs'] for m in members], 0)
+    assert np.allclose(together['probs'], mean, atol=1e-5)
+    assert not np.allclose(grade_routes(members[0], inputs, angles)['probs'], mean, atol=1e-2)
+
+
+def test_grade_curves_in_one_call_equal_each_alone(tiny_data):
+    meta, grammar, _ = tiny_data
+    torch.manual_seed(0)
+    grader = build_grader(grader_args(meta, block_size=48, n_layer=1, n_head=2, n_embd=16)).eval()
+    routes = [('tiny', grammar.parse('tiny', r)) for r in
+              ('p1002r12p1014r13p1021r13p1027r13p1044r14', 'p1002r12p1044r14', 'p1014r12p1021r13p1047r14')]
+    together = grade_curves(grader, grammar, routes)
+    for (board, holds), curve in zip(routes, together):
+        alone = grade_curve(grader, grammar, board, holds)
+        assert [a for a, _, _ in curve] == [a for a, _, _ in alone] == meta['boards'][0]['angles']
+        assert [d for _, d, _ in curve] == pytest.approx([d for _, d, _ in alone], abs=1e-5)
+    assert together[0] != together[1]
 
 
 def test_grade_curve_has_one_row_per_angle(tiny_data):

@@ -479,6 +479,45 @@ def test_concurrent_clients(server):
     assert not errors and len(done) == 200, errors[:3]
 
 
+def test_requests_that_arrive_together_share_a_model_call(server):
+    """While a big generate runs, the requests that arrive queue and go into the next call together;
+    each gets the routes it gets alone with the same seed, and one among them that fails inside the
+    batch (a bad temperature, only the sampler checks it) fails alone, with its own 400."""
+    bodies = [dict(board='tiny', angle=30 + 5 * (k % 3), grade=18 + k, count=1 + k % 3, seed=100 + k, best_of=2 + k % 3,
+                   temperature=1.0 + 0.1 * k) for k in range(6)]
+    alone = [post(server.port, '/api/generate', b)[1] for b in bodies]
+    assert all(a['batch'] == 1 for a in alone)  # one at a time: nobody to share with
+    bad = dict(board='tiny', angle=40, grade=20, count=2, seed=5, temperature=-1)
+    for attempt in range(3):
+        results = {}
+
+        def send(key, path, body):
+            results[key] = post(server.port, path, body)
+        big = threading.Thread(target=send, args=('big', '/api/generate', dict(angle=40, count=24, best_of=16, seed=1)))
+        big.start()
+        time.sleep(0.05)  # the big one takes the worker; the rest arrive while it runs
+        rest = [threading.Thread(target=send, args=(k, '/api/generate', b)) for k, b in enumerate(bodies)]
+        rest += [threading.Thread(target=send, args=('bad', '/api/generate', bad)),
+                 threading.Thread(target=send, args=('grade', '/api/grade', dict(route=ROUTE, angle=30)))]
+        for t in rest:
+            t.start()
+        for t in [big, *rest]:
+            t.join(timeout=120)
+        assert results['big'][0] == 200 and len(results['big'][1]['routes']) == 24, results['big'][1]
+        assert results['grade'][0] == 200 and results['grade'][1]['curve']
+        status, out, _ = results['bad']
+        assert status == 400 and out['error'].startswith('temperature must be a number >= 0')
+        for k, a in enumerate(alone):
+            status, out, _ = results[k]
+            assert status == 200 and out['stats'] == a['stats'], (k, out)
+            assert [r['route'] for r in out['routes']] == [r['route'] for r in a['routes']]
+            assert [r['predicted'] for r in out['routes']] == [r['predicted'] for r in a['routes']]
+        if all(results[k][1]['batch'] == len(bodies) + 1 for k in range(len(bodies))):
+            break  # all seven, the bad one too, went into one call: what this test is about
+    else:
+        pytest.fail(f"the requests never shared one call: batches {[results[k][1]['batch'] for k in range(6)]}")
+
+
 def test_still_serving_after_everything(server):
     """Run last in this file: after all the bad requests above, the server answers and never crashed."""
     assert call(server.port, 'GET', '/api/board')[0] == 200
