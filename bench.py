@@ -39,8 +39,8 @@ import torch
 
 from configurator import configure
 from metrics import ClimbIndex
-from model import (ACCEPT, BEST_OF, FIRST, build_generator, check_device, checkpoint_dir, grade_checkpoints,
-                   load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
+from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, check_device, checkpoint_dir, first_round,
+                   grade_checkpoints, load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
 
 # -----------------------------------------------------------------------------
@@ -57,7 +57,7 @@ naive_routes = 40
 checkpoint = ''  # a generator checkpoint to sample from; default out/kilter/gen/best.pt, else random weights
 grade_dir = ''  # the grade model guided sampling uses; default out/kilter/grade (skipped if absent)
 best_of = BEST_OF  # guided sampling as sample.py does it by default
-first = FIRST
+at_once = AT_ONCE
 accept = ACCEPT
 guided_routes = 400
 seed = 1337
@@ -185,7 +185,7 @@ if scale:
     print(f"\n{'step':34} {'1x s':>8} {'1x MB':>8} {f'{scale}x s':>8} {f'{scale}x MB':>8}")
     for what, _, _ in steps:
         (t1, m1), (tn, mn) = results[(what, 1)], results[(what, scale)]
-        print(f"{what:34} {t1:8.1f} {m1:8,.0f} {tn:8.1f} {mn:8,.0f}")
+        print(f"{what:40} {t1:8.1f} {m1:8,.0f} {tn:8.1f} {mn:8,.0f}")
     shutil.rmtree(tmp)
     raise SystemExit
 
@@ -310,14 +310,15 @@ if grade_checkpoints(grade_dir):
     drawn = []
 
     def guided(n):
-        for i in range(0, n, sample_batch // best_of):
-            b = min(sample_batch // best_of, n - i)
+        per_call = sample_batch // first_round(best_of, at_once)  # prompts: the first round fills a batch
+        for i in range(0, n, per_call):
+            b = min(per_call, n - i)
             generator = torch.Generator(device=device).manual_seed(seed + i)
             routes, stats = sample_routes(gpt, grammar, [(board['name'], angle, 20)] * b, generator=generator,
-                                          grader=grader, best_of=best_of, known=known, first=first, accept=accept)
+                                          grader=grader, best_of=best_of, known=known, at_once=at_once, accept=accept)
             drawn.append((stats['drawn'], np.mean([len(r['tokens']) for r in routes])))
     t = timed(lambda: guided(guided_routes), 1)
-    rule = f'first {first} of {best_of}' if 0 < first < best_of else f'best of {best_of}'
+    rule = f'best of {best_of}' + (f', {at_once} at a time' if 0 < at_once < best_of else '')
     rows.append((f'sampling, guided {rule}', guided_routes / t, 'routes/s',
                  f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
     rows.append(('guided share of plain', 100 * guided_routes / t / fast, '%', 'guided routes/s over batched plain, this run'))
@@ -398,6 +399,6 @@ if os.path.basename(ckpt_path) == 'best.pt' and os.path.isfile(ckpt_path) and gr
     rows.append(('serve.py p99 at 8 over p50 at 1', served[True, 8][2] / served[True, 1][1], 'x',
                  'batched: the wait of a room against one climber alone'))
 
-print(f"\n{'what':34} {'figure':>12} {'unit':9} note")
+print(f"\n{'what':40} {'figure':>12} {'unit':9} note")
 for what, figure, unit, note in rows:
-    print(f"{what:34} {figure:>12,.1f} {unit:9} {note}")
+    print(f"{what:40} {figure:>12,.1f} {unit:9} {note}")

@@ -42,7 +42,7 @@ import metrics
 from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
-from model import (ACCEPT, BEST_OF, FIRST, check_device, check_sampling, checkpoint_dir, encoder_tables,
+from model import (ACCEPT, AT_ONCE, BEST_OF, check_device, check_sampling, checkpoint_dir, encoder_tables, first_round,
                    grade_checkpoints, grade_routes, load_generator, load_grader, read_history, route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
@@ -55,7 +55,7 @@ gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade (one model or an ensemble): grades the test split, guides sampling
 judge_dir = ''  # default out/<dataset>/judge: a grade model kept apart to judge the samples
 best_of = BEST_OF  # guided sampling: candidates per route at most
-first = FIRST  # of which first are drawn first: a route with one within accept grades of the asked grade stops there
+at_once = AT_ONCE  # drawn at a time, a route stopping once one is within accept grades of the asked grade
 accept = ACCEPT
 tolerance = 1.0  # guided sampling: a route whose candidates all miss the asked grade by more is drawn again
 report_dir = ''  # default out/<dataset>/report
@@ -78,7 +78,7 @@ if split not in SPLITS + ('all',):
     raise InputError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
     raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
-check_sampling(temperature, top_k, top_p, best_of, tolerance, first, accept)
+check_sampling(temperature, top_k, top_p, best_of, tolerance, at_once, accept)
 check_device(device)
 t_start = time.time()
 
@@ -129,7 +129,7 @@ rng = random.Random(seed)
 val_nll = route_nll(gpt, [r['tokens'] for r in routes['val']])
 val_tokens = sum(len(r['tokens']) - CONDITIONING for r in routes['val'])
 report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.paths, judge=judge and judge.paths,
-              guide=dict(best_of=best_of, first=first, accept=accept, tolerance=tolerance), generator=dict(
+              guide=dict(best_of=best_of, at_once=at_once, accept=accept, tolerance=tolerance), generator=dict(
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
 log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
     f"{report['generator']['val_loss_per_route']:.2f} per route ({len(val_nll):,} routes)")
@@ -153,11 +153,11 @@ sample_stats = {}
 def sampler(guided):
     """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
     def sample(prompts, generator, walls):
-        out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // (best_of if guided else 1))
+        out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // (first_round(best_of, at_once) if guided else 1))
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
                                                generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance,
-                                               walls=walls[i:i + step], first=first, accept=accept)
+                                               walls=walls[i:i + step], at_once=at_once, accept=accept)
             out += [r['tokens'] for r in chunk]
             stats = {k: stats[k] + chunk_stats[k] for k in stats}
         sample_stats['gpt, guided' if guided else 'gpt'] = stats
@@ -295,8 +295,8 @@ on_wall = '' if wall is None else (
     f"{split} routes that fit it" + ('.' if not report['wall']['val_routes'] else
     f"; its {report['wall']['val_routes']:,} val routes score {report['wall']['val_loss_per_route']:.2f} per route on "
     f"the whole board, {report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask."))
-guide_rule = f"{best_of}" + (f" (the first {first}, or all {best_of} where none of those is within {accept:g} grades of "
-                              f"the asked grade)" if 0 < first < best_of else '')
+guide_rule = f"{best_of}" + (f" ({at_once} at a time, a route stopping once one is within {accept:g} grades of the "
+                              f"asked grade)" if 0 < at_once < best_of else '')
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
@@ -322,8 +322,8 @@ if 'gpt, guided' in generation:
     g = generation['gpt, guided']
     html.append(f"<p>Guided sampling drew {g['drawn']:,} candidates for {num_samples:,} routes; {g['copies']:,} of them "
                 f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped; "
-                f"{g['more']:,} routes drew the rest of their {best_of} candidates (none of the first within {accept:g} "
-                f"grades); {g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
+                f"{g['more']:,} times a route drew {at_once} more (none yet within {accept:g} grades); "
+                f"{g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
                 f"or none that was not a known climb).</p>")
 beyond_judge = '; '.join(
     f"{name}, {b}: {m['beyond_judge']:,} prompts ask for more than two V above V{m['judge_ceiling_v']}, the highest grade "

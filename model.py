@@ -320,8 +320,8 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
         if rules is not None:
             logits = logits.masked_fill(~rules.mask(), float('-inf'))
         t = temps[rows]
-        greedy = logits.argmax(-1, keepdim=True)
-        if (t > 0).any():
+        greedy = logits.argmax(-1, keepdim=True) if (t == 0).any() else None
+        if greedy is None or (t > 0).any():
             logits = logits / t.masked_fill(t == 0, 1.0)[:, None]  # greedy rows take argmax below
             if top_k:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
@@ -332,7 +332,8 @@ def generate(model, prefix, rules=None, temperature=1.0, top_k=0, top_p=1.0, end
                 drop = cum - sorted_logits.softmax(-1) >= top_p  # keeps the first token always
                 logits = logits.masked_fill(drop.scatter(1, order, drop), float('-inf'))
             u = rand.draw(finished)[rows]
-            nxt = torch.where((t > 0)[:, None], sample_tokens(logits.softmax(-1), u=u), greedy)
+            nxt = sample_tokens(logits.softmax(-1), u=u)
+            nxt = nxt if greedy is None else torch.where((t > 0)[:, None], nxt, greedy)
         else:
             nxt = greedy
         nxt = torch.where(done[:, None], torch.zeros_like(nxt), nxt)
@@ -634,12 +635,18 @@ def route_nll(model, sequences, batch_size=256, blocked=None):
     return out
 
 
-# guided sampling's defaults, for every script that guides: best_of candidates at most a round, first of
-# them drawn first, a route stopping there when one is within accept grades of the asked grade
-BEST_OF, FIRST, ACCEPT = 8, 0, 0.5
+# guided sampling's defaults, for every script that guides: up to best_of candidates a route, drawn
+# at_once at a time, a route stopping once one is within accept grades of the asked grade (chosen on
+# Kilter val prompts, judged by a second grade model: README, Speed)
+BEST_OF, AT_ONCE, ACCEPT = 8, 1, 0.5
 
 
-def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0, first=0, accept=0.5):
+def first_round(best_of, at_once):
+    """The candidates a prompt draws in its first round (what a batch of prompts is sized by)."""
+    return at_once if 0 < at_once < best_of else best_of
+
+
+def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0, at_once=0, accept=0.5):
     """Sampling settings sample_routes() can use, or a one-line error (scripts call it before
     loading a model, so a mistake costs nothing)."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
@@ -652,14 +659,14 @@ def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0, first=0,
         raise InputError(f"best_of must be a whole number 1..64, got {best_of!r}")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise InputError(f"tolerance must be a number of grades >= 0 (a large one: never draw again), got {tolerance!r}")
-    if not (isinstance(first, int) and 0 <= first <= 64):
-        raise InputError(f"first must be a whole number 0..64 (0: all best_of candidates at once), got {first!r}")
+    if not (isinstance(at_once, int) and 0 <= at_once <= 64):
+        raise InputError(f"at_once must be a whole number 0..64 (0: all best_of candidates at once), got {at_once!r}")
     if not (isinstance(accept, (int, float)) and accept >= 0):
         raise InputError(f"accept must be a number of grades >= 0, got {accept!r}")
 
 
 def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0, walls=None, first=0, accept=0.5):
+                  grader=None, best_of=1, known=None, max_rounds=4, tolerance=1.0, walls=None, at_once=0, accept=0.5):
     """Routes for prompts (board, angle, grade), one each: angle None where the board's data has no
     angles, grade an integer difficulty or None. required: per prompt, holds [(placement, role)]
     the route must contain (a partial route to complete), or None. Every route is decoded under its
@@ -668,95 +675,119 @@ def sample_routes(model, grammar, prompts, required=None, temperature=1.0, top_k
 
     Guided (grader given, best_of K > 1): candidates are drawn for every prompt, graded, and the one
     the grader puts closest to the asked grade is kept (ties: the first drawn; with no grade asked:
-    the first drawn). The work goes where it pays: first F candidates (0 or F >= K: all K at
-    once); a prompt whose closest is within accept of the asked grade (difficulty units, one Font
-    grade each) stops there, the others get K - F more. A prompt whose closest of those K is still
-    more than tolerance from it gets K more, up to max_rounds rounds of K in all: rare grades need
-    more tries, common ones never pay for them. known (anything with contains(board, holds), e.g.
-    metrics.ClimbIndex): candidates that are known climbs are dropped and, where a prompt has none
+    the first drawn). The work goes where it pays: a prompt draws at_once A candidates first (0 or
+    A >= K: all K at once), then as many again as it has (A, A, 2A, 4A, ... up to K in all), and
+    stops as soon as its closest is within accept of the asked grade (difficulty units, one Font
+    grade each): only the prompts still missing draw again, and few rounds are run. A prompt whose
+    closest of those K is still more than tolerance from it gets K more, up to max_rounds rounds of
+    K in all: rare grades need more tries, common ones never pay for them. known (anything with
+    contains(board, holds), e.g. metrics.ClimbIndex): candidates that are known climbs are dropped and, where a prompt has none
     left, drawn again, also up to max_rounds rounds; after that the copy is kept with copy=True.
     -> (routes, stats): routes are dicts of board, angle, grade, holds, tokens, copy, and
     predicted (the grader's difficulty) where graded; stats counts candidates drawn, copies
-    (candidates dropped as known climbs), more (prompts whose first candidates missed and got the
-    rest of K) and redrawn (prompts given another round of K)."""
+    (candidates dropped as known climbs), more (times a prompt drew again within its K: none of its
+    candidates within accept) and redrawn (prompts given another round of K)."""
     job = dict(prompts=prompts, required=required, walls=walls, temperature=temperature, generator=generator,
-               best_of=best_of, first=first, accept=accept)
+               best_of=best_of, at_once=at_once, accept=accept)
     return sample_batch(model, grammar, [job], top_k, top_p, grader, known, max_rounds, tolerance)[0]
 
 
 def sample_batch(model, grammar, jobs, top_k=0, top_p=1.0, grader=None, known=None, max_rounds=4, tolerance=1.0):
-    """sample_routes for several requests at once (serve.py gathers the requests that arrive
-    together): each job is a dict of sample_routes' per-request arguments (prompts; optional
-    required, walls, temperature, generator, best_of, first, accept). Every round draws the
-    candidates of all jobs in one batch and grades them in one call, each job's rows drawing from
-    its own generator, so each job gets exactly what sample_routes gives it alone (up to the last
-    bits of floating point in batches of another shape). -> [(routes, stats)], one per job."""
-    plan, rows_of = [], []  # per job: its rounds [(candidates per prompt, threshold)]; its rows in the batch
+    """sample_routes for several requests at once: each job is a dict of sample_routes'
+    per-request arguments (prompts; optional required, walls, temperature, generator, best_of,
+    at_once, accept). -> [(routes, stats)], one per job, each what sample_routes gives it alone."""
+    sampler = Sampler(model, grammar, top_k, top_p, grader, known, max_rounds, tolerance)
     for job in jobs:
-        k, f, accept = job.get('best_of', 1), job.get('first', 0), job.get('accept', 0.5)
-        check_sampling(job.get('temperature', 1.0), top_k, top_p, k, tolerance, f, accept)
-        if k > 1 and grader is None:
-            raise InputError("best_of > 1 needs a grade model to choose with")
-        job['required'] = job.get('required') or [[] for _ in job['prompts']]
-        job['walls'] = job.get('walls') or [None] * len(job['prompts'])
-        for (board, _, _), holds, wall in zip(job['prompts'], job['required'], job['walls']):
-            grammar.check_prompt(board, holds)
-            grammar.check_on_wall(wall, holds)
-        rounds = [(f, accept), (k - f, tolerance)] if 0 < f < k else [(k, tolerance)]
-        plan.append(rounds + [(k, tolerance)] * (max_rounds - 1))
-    guided = grader is not None
-    n = [len(job['prompts']) for job in jobs]
-    candidates = [[[] for _ in range(m)] for m in n]
-    fallback = [[None] * m for m in n]
-    pending = [list(range(m)) for m in n]
-    stats = [dict(drawn=0, copies=0, more=0, redrawn=0) for _ in jobs]
+        sampler.add(job)
+    done = {}
+    while sampler.jobs:
+        done.update((id(job), result) for job, result in sampler.step())
+    return [done[id(job)] for job in jobs]
 
-    def closest(j, i):  # job j's prompt i: its candidate nearest the asked grade (min: the first of ties), how far
-        asked = jobs[j]['prompts'][i][2]
+
+class Sampler:
+    """Guided sampling for requests that come and go (serve.py's continuous batching): add() a
+    job at any time; step() runs one round of every job in it, each at its own round, drawing all
+    their candidates in one batch (each job's rows from its own generator) and grading them in
+    one call, and returns the jobs that finished, with their (routes, stats). A job's rounds depend
+    on its own candidates only, so it gets exactly what sample_routes gives it alone, whoever
+    shares its rounds (up to the last bits of floating point in batches of another shape)."""
+
+    def __init__(self, model, grammar, top_k=0, top_p=1.0, grader=None, known=None, max_rounds=4, tolerance=1.0):
+        self.model, self.grammar, self.top_k, self.top_p = model, grammar, top_k, top_p
+        self.grader, self.known, self.max_rounds, self.tolerance = grader, known, max_rounds, tolerance
+        self.jobs = []  # the jobs not finished, each with its state
+
+    def add(self, job):
+        """Check a job (an InputError names what is wrong with it, and nothing is added) and take it in."""
+        k, f, accept = job.get('best_of', 1), job.get('at_once', 0), job.get('accept', 0.5)
+        check_sampling(job.get('temperature', 1.0), self.top_k, self.top_p, k, self.tolerance, f, accept)
+        if k > 1 and self.grader is None:
+            raise InputError("best_of > 1 needs a grade model to choose with")
+        n = len(job['prompts'])
+        required, walls = job.get('required') or [[] for _ in range(n)], job.get('walls') or [None] * n
+        for (board, _, _), holds, wall in zip(job['prompts'], required, walls):
+            self.grammar.check_prompt(board, holds)
+            self.grammar.check_on_wall(wall, holds)
+        sizes = [first_round(k, f)]
+        while sum(sizes) < k:  # A, A, 2A, 4A...: each round doubles what a prompt has, K in all
+            sizes.append(min(sum(sizes), k - sum(sizes)))
+        plan = [(m, accept) for m in sizes[:-1]] + [(sizes[-1], self.tolerance)] + [(k, self.tolerance)] * (self.max_rounds - 1)
+        self.jobs.append(dict(job=job, required=required, walls=walls, plan=plan, first_k=len(sizes), round=0,
+                              candidates=[[] for _ in range(n)], fallback=[None] * n, pending=list(range(n)),
+                              stats=dict(drawn=0, copies=0, more=0, redrawn=0)))
+
+    def closest(self, state, i):  # prompt i's candidate nearest its asked grade (min: the first of ties), how far
+        asked = state['job']['prompts'][i][2]
         if asked is None:
-            return candidates[j][i][0], 0.0
-        best = min(candidates[j][i], key=lambda r: abs(r['predicted'] - asked))
+            return state['candidates'][i][0], 0.0
+        best = min(state['candidates'][i], key=lambda r: abs(r['predicted'] - asked))
         return best, abs(best['predicted'] - asked)
 
-    def grade(routes):  # the grader's difficulty of each route, kept on it
-        if guided and routes:
+    def grade(self, routes):  # the grader's difficulty of each route, kept on it
+        if self.grader is not None and routes:
             inputs, angles = [encoder_input(r['tokens']) for r in routes], [r['angle'] for r in routes]
-            for r, d in zip(routes, grade_routes(grader, inputs, angles)['difficulty']):
+            for r, d in zip(routes, grade_routes(self.grader, inputs, angles)['difficulty']):
                 r['predicted'] = float(d)
 
-    for step in range(max(map(len, plan))):
-        rows, fresh = [], []  # rows: (job, prompt) for every candidate of this round, each job's together
-        for j, job in enumerate(jobs):
-            if step < len(plan[j]) and pending[j]:
-                if step:
-                    stats[j]['more' if step == 1 and len(plan[j]) > max_rounds else 'redrawn'] += len(pending[j])
-                rows += [(j, i) for i in pending[j] for _ in range(plan[j][step][0])]
-        if not rows:
-            break
-        drawn = _draw(model, grammar, [jobs[j]['prompts'][i] for j, i in rows], [jobs[j]['required'][i] for j, i in rows],
-                      [float(jobs[j].get('temperature', 1.0)) for j, _ in rows], top_k, top_p,
-                      [jobs[j].get('generator') for j, _ in rows], [jobs[j]['walls'][i] for j, i in rows])
-        for (j, i), route in zip(rows, drawn):
-            stats[j]['drawn'] += 1
-            if known is not None and known.contains(route['board'], route['holds']):
-                stats[j]['copies'] += 1
-                fallback[j][i] = fallback[j][i] or dict(route, copy=True)
+    def step(self):
+        rows, fresh = [], []  # rows: (state, prompt) for every candidate of this round, each job's together
+        for state in self.jobs:
+            if state['round'] and state['pending']:  # the rounds before first_k make up the first K
+                state['stats']['more' if state['round'] < state['first_k'] else 'redrawn'] += len(state['pending'])
+            rows += [(state, i) for i in state['pending'] for _ in range(state['plan'][state['round']][0])]
+        drawn = _draw(self.model, self.grammar, [s['job']['prompts'][i] for s, i in rows],
+                      [s['required'][i] for s, i in rows], [float(s['job'].get('temperature', 1.0)) for s, _ in rows],
+                      self.top_k, self.top_p, [s['job'].get('generator') for s, _ in rows],
+                      [s['walls'][i] for s, i in rows]) if rows else []
+        for (state, i), route in zip(rows, drawn):
+            state['stats']['drawn'] += 1
+            if self.known is not None and self.known.contains(route['board'], route['holds']):
+                state['stats']['copies'] += 1
+                state['fallback'][i] = state['fallback'][i] or dict(route, copy=True)
             else:
                 fresh.append(dict(route, copy=False))
-                candidates[j][i].append(fresh[-1])
-        grade(fresh)
-        for j in range(len(jobs)):
-            if step < len(plan[j]):
-                within = plan[j][step][1]
-                pending[j] = [i for i in pending[j] if not candidates[j][i] or
-                              (guided and jobs[j].get('best_of', 1) > 1 and closest(j, i)[1] > within)]
-    copies = [(j, i) for j in range(len(jobs)) for i in range(n[j]) if not candidates[j][i]]
-    for j, i in copies:  # every candidate was a known climb: keep one, marked
-        candidates[j][i].append(fallback[j][i])
-    grade([fallback[j][i] for j, i in copies])
-    if not guided:
-        return [([c[0] for c in candidates[j]], stats[j]) for j in range(len(jobs))]
-    return [([closest(j, i)[0] for i in range(n[j])], stats[j]) for j in range(len(jobs))]
+                state['candidates'][i].append(fresh[-1])
+        self.grade(fresh)
+        finished = []
+        for state in self.jobs:
+            within, guided = state['plan'][state['round']][1], self.grader is not None and state['job'].get('best_of', 1) > 1
+            state['pending'] = [i for i in state['pending'] if not state['candidates'][i] or
+                                (guided and self.closest(state, i)[1] > within)]
+            state['round'] += 1
+            state['done'] = not state['pending'] or state['round'] == len(state['plan'])
+            finished += [state] if state['done'] else []
+        self.jobs = [s for s in self.jobs if not s['done']]
+        copies = [(s, i) for s in finished for i, c in enumerate(s['candidates']) if not c]
+        for s, i in copies:  # every candidate was a known climb: keep one, marked
+            s['candidates'][i].append(s['fallback'][i])
+        self.grade([s['fallback'][i] for s, i in copies])
+        results = []
+        for s in finished:
+            routes = [c[0] for c in s['candidates']] if self.grader is None else \
+                [self.closest(s, i)[0] for i in range(len(s['candidates']))]
+            results.append((s['job'], (routes, s['stats'])))
+        return results
 
 
 def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generator, walls=None):

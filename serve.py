@@ -54,8 +54,8 @@ import lights
 from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex, stiff_or_soft
-from model import (ACCEPT, BEST_OF, FIRST, check_device, checkpoint_dir, grade_checkpoints, grade_curves,
-                   load_generator, load_grader, sample_batch)
+from model import (ACCEPT, BEST_OF, Sampler, check_device, checkpoint_dir, first_round, grade_checkpoints,
+                   grade_curves, load_generator, load_grader, sample_batch)
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
                     load_split, parse_grade)
 
@@ -70,7 +70,8 @@ port = 8000  # 0: any free port (the address printed is the real one)
 device = 'cpu'
 threads = 0  # torch threads for model calls; 0: torch's default
 best_of = BEST_OF  # candidates per generated route, graded, the closest to the asked grade kept
-first = FIRST  # of which first are drawn first: a route with one within accept grades of the asked grade stops there
+at_once = 0  # all best_of in one round: a climber waits for rounds one after another, and a round of 8 costs
+#             a page little more than one of 1 (sample.py's AT_ONCE is for routes/s, this for latency)
 accept = ACCEPT
 default_count = 6  # routes per Generate
 max_count = 24  # most routes one request may ask for
@@ -303,6 +304,60 @@ class Batcher:
                 job['done'].set()
 
 
+class RoundBatcher(Batcher):
+    """Sampling, batched round by round (continuous batching): a request joins the sampler's next
+    round rather than waiting for the requests before it to finish all theirs (a route that
+    missed its grade draws again), and leaves it as soon as its own rounds are done."""
+
+    def __init__(self, name, sampler, run_alone):
+        self.sampler, self.run_alone = sampler, run_alone
+        super().__init__(name, None)
+
+    def work(self):
+        active = {}  # id(job item) -> (job, its rows)
+        while True:
+            with self.changed:
+                while not self.queue and not active:
+                    self.changed.wait()
+                rows = sum(r for _, r in active.values())  # in flight; new ones join while max_batch holds them
+                joined = []
+                while self.queue and (not active and not joined or rows + self.queue[0]['rows'] <= max_batch):
+                    joined.append(self.queue.popleft())
+                    joined[-1]['started'] = True
+                    rows += joined[-1]['rows']
+            for job in joined:
+                try:
+                    self.sampler.add(job['item'])  # what is wrong with a request is found here, for it alone
+                    active[id(job['item'])] = (job, job['rows'])
+                except Exception as e:  # noqa: BLE001  (the handler answers it: a 400, or a logged 500)
+                    self.finish(job, error=e)
+            if not active:
+                continue
+            try:
+                finished = self.sampler.step()
+            except Exception:  # noqa: BLE001  (a bug in a round: each request in it runs again alone)
+                self.sampler.jobs = []
+                for job, _ in active.values():
+                    try:
+                        self.finish(job, result=self.run_alone(job['item']))
+                    except Exception as e:  # noqa: BLE001
+                        self.finish(job, error=e)
+                active = {}
+                continue
+            for job, _ in active.values():  # the most requests it shared a round with, itself included
+                job['sharing'] = max(job.get('sharing', 1), len(active))
+            for item, result in finished:
+                job, _ = active.pop(id(item))
+                self.finish(job, result=result, batch=job['sharing'])
+
+    @staticmethod
+    def finish(job, result=None, error=None, batch=1):
+        if error is not None:
+            job['error'] = error
+        job['result'], job['batch'] = result, batch
+        job['done'].set()
+
+
 class OneAtATime:
     """No batching: each request's model call alone, all kinds under one lock."""
     lock = threading.Lock()
@@ -315,9 +370,17 @@ class OneAtATime:
             return self.run_many([item])[0], 1
 
 
-calls = Batcher if batch else OneAtATime
-sampler = calls('sampling', lambda jobs: sample_batch(generator, grammar, jobs, 0, 1.0, grader, known))
-grading = calls('grading', lambda routes: grade_curves(grader, grammar, routes))
+def sample_alone(job):  # a request's routes with nobody sharing its rounds, from its seed again
+    return sample_batch(generator, grammar, [dict(job, generator=torch.Generator(device=device).manual_seed(job['seed']))],
+                        0, 1.0, grader, known)[0]
+
+
+if batch:
+    sampler = RoundBatcher('sampling', Sampler(generator, grammar, 0, 1.0, grader, known), sample_alone)
+    grading = Batcher('grading', lambda routes: grade_curves(grader, grammar, routes))
+else:
+    sampler = OneAtATime('sampling', lambda jobs: [sample_alone(job) for job in jobs])
+    grading = OneAtATime('grading', lambda routes: grade_curves(grader, grammar, routes))
 
 
 # -----------------------------------------------------------------------------
@@ -374,9 +437,9 @@ def sampled(body, prompt_field):
         raise InputError(f"seed must be 0..2**63-1, got {seed}")
     temperature = field(body, 'temperature', NUMBER, 1.0)
     prompts = [(board, angle, grades[i % len(grades)]) for i in range(count)]  # V5: 6c and 6c+ in turn
-    job = dict(prompts=prompts, required=[required] * count, walls=[wall] * count, temperature=temperature,
-               generator=torch.Generator(device=device).manual_seed(seed), best_of=k, first=first, accept=accept)
-    (routes, stats), together = sampler.submit(job, count * k)
+    job = dict(prompts=prompts, required=[required] * count, walls=[wall] * count, temperature=temperature, seed=seed,
+               generator=torch.Generator(device=device).manual_seed(seed), best_of=k, at_once=at_once, accept=accept)
+    (routes, stats), together = sampler.submit(job, count * first_round(k, at_once))
     return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, batch=together, wall=wall.describe(),
                 routes=[dict(
         route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],

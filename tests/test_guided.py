@@ -87,29 +87,30 @@ def test_routes_far_from_the_asked_grade_are_drawn_again(tiny_data):
     assert routes[1]['predicted'] == 10 + len(routes[1]['holds'])
 
 
-def test_first_candidates_within_accept_stop_there(tiny_data):
-    """first F of best_of K: a prompt whose closest first candidate is within accept stops at F
-    candidates, the others get K - F more, and the route kept is the nearest of all it drew."""
+def test_candidates_come_a_few_at_a_time_until_one_is_within_accept(tiny_data):
+    """at_once A of best_of K: a prompt draws A candidates, then as many again as it has, and stops
+    as soon as its closest is within accept; only the prompts still missing draw again, K in all;
+    the route kept is the nearest of all it drew."""
     meta, grammar, _ = tiny_data
-    gpt, grader, K, F = random_gpt(grammar), HoldCountGrader(), 6, 2
+    gpt, grader, K, A = random_gpt(grammar), HoldCountGrader(), 7, 2  # rounds of 2, 2, 3: each doubles, 7 in all
     prompts = [('tiny', 40, g) for g in (13, 14, 15, 16, 33, 33)]  # 33 needs 23 holds: never within 0.5
     routes, stats = sample_routes(gpt, grammar, prompts, generator=torch.Generator().manual_seed(4), grader=grader,
-                                  best_of=K, first=F, accept=0.5, tolerance=float('inf'))
+                                  best_of=K, at_once=A, accept=0.5, tolerance=float('inf'))
     generator = torch.Generator().manual_seed(4)  # the same draws, round by round
-    head = _draw(gpt, grammar, [p for p in prompts for _ in range(F)], [[]] * F * len(prompts), 1.0, 0, 1.0, generator)
-    missed = [i for i in range(len(prompts))
-              if min(abs(10 + len(c['holds']) - prompts[i][2]) for c in head[i * F:(i + 1) * F]) > 0.5]
-    assert 4 in missed and 5 in missed and len(missed) < len(prompts)  # some prompts stop at F: the point of it
-    assert stats == dict(drawn=F * len(prompts) + (K - F) * len(missed), copies=0, more=len(missed), redrawn=0)
-    rest = _draw(gpt, grammar, [prompts[i] for i in missed for _ in range(K - F)], [[]] * (K - F) * len(missed),
-                 1.0, 0, 1.0, generator)
+    drawn, pending, more = [[] for _ in prompts], list(range(len(prompts))), 0
+    for r, size in enumerate((2, 2, 3)):
+        more += len(pending) if r else 0  # the first round is not "more"
+        batch = _draw(gpt, grammar, [prompts[i] for i in pending for _ in range(size)], [[]] * size * len(pending),
+                      1.0, 0, 1.0, generator)
+        for k, i in enumerate(pending):
+            drawn[i] += batch[k * size:(k + 1) * size]
+        pending = [i for i in pending if min(abs(10 + len(c['holds']) - prompts[i][2]) for c in drawn[i]) > 0.5]
+    assert [len(d) for d in drawn][4:] == [K, K]  # the impossible grade drew all K
+    assert min(len(d) for d in drawn) == A  # and some prompt stopped after its first A: the point of it
+    assert stats == dict(drawn=sum(map(len, drawn)), copies=0, more=more, redrawn=0)
     for i, route in enumerate(routes):
-        mine = head[i * F:(i + 1) * F]
-        if i in missed:
-            m = missed.index(i)
-            mine = mine + rest[m * (K - F):(m + 1) * (K - F)]
-        scores = [abs(10 + len(c['holds']) - prompts[i][2]) for c in mine]
-        assert route['holds'] == mine[int(np.argmin(scores))]['holds']
+        scores = [abs(10 + len(c['holds']) - prompts[i][2]) for c in drawn[i]]
+        assert route['holds'] == drawn[i][int(np.argmin(scores))]['holds']
 
 
 def test_a_batch_of_requests_gets_what_each_gets_alone(tiny_data):
@@ -120,17 +121,17 @@ def test_a_batch_of_requests_gets_what_each_gets_alone(tiny_data):
     torch.manual_seed(1)
     grader = build_grader(grader_args(meta, block_size=48, n_layer=1, n_head=2, n_embd=16)).eval()
     prompt = grammar.parse('tiny', 'p1002r12p1044r14')
-    requests = [dict(prompts=[('tiny', 40, 18)] * 3, seed=7, temperature=1.0, best_of=4, first=0, required=None),
-                dict(prompts=[('tiny', 30, 22), ('tiny', 30, 23)], seed=8, temperature=1.6, best_of=6, first=2,
+    requests = [dict(prompts=[('tiny', 40, 18)] * 3, seed=7, temperature=1.0, best_of=4, at_once=0, required=None),
+                dict(prompts=[('tiny', 30, 22), ('tiny', 30, 23)], seed=8, temperature=1.6, best_of=6, at_once=2,
                      required=[prompt] * 2),
-                dict(prompts=[('tiny', 40, None)], seed=7, temperature=0.0, best_of=1, first=0, required=None),
-                dict(prompts=[('tiny', 50, 26)] * 5, seed=9, temperature=1.2, best_of=3, first=1, required=None)]
+                dict(prompts=[('tiny', 40, None)], seed=7, temperature=0.0, best_of=1, at_once=0, required=None),
+                dict(prompts=[('tiny', 50, 26)] * 5, seed=9, temperature=1.2, best_of=3, at_once=1, required=None)]
 
     def job(r):
         return dict(prompts=r['prompts'], required=r['required'], temperature=r['temperature'], best_of=r['best_of'],
-                    first=r['first'], accept=0.5, generator=torch.Generator().manual_seed(r['seed']))
+                    at_once=r['at_once'], accept=0.5, generator=torch.Generator().manual_seed(r['seed']))
     alone = [sample_routes(gpt, grammar, r['prompts'], r['required'], r['temperature'], 0, 1.0,
-                           torch.Generator().manual_seed(r['seed']), grader, r['best_of'], index, first=r['first'],
+                           torch.Generator().manual_seed(r['seed']), grader, r['best_of'], index, at_once=r['at_once'],
                            accept=0.5) for r in requests]
     together = sample_batch(gpt, grammar, [job(r) for r in requests], grader=grader, known=index)
     assert len(together) == len(requests)
