@@ -185,7 +185,7 @@ if scale:
     print(f"\n{'step':34} {'1x s':>8} {'1x MB':>8} {f'{scale}x s':>8} {f'{scale}x MB':>8}")
     for what, _, _ in steps:
         (t1, m1), (tn, mn) = results[(what, 1)], results[(what, scale)]
-        print(f"{what:40} {t1:8.1f} {m1:8,.0f} {tn:8.1f} {mn:8,.0f}")
+        print(f"{what:34} {t1:8.1f} {m1:8,.0f} {tn:8.1f} {mn:8,.0f}")
     shutil.rmtree(tmp)
     raise SystemExit
 
