@@ -39,8 +39,8 @@ import torch
 
 from configurator import configure
 from metrics import ClimbIndex
-from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, check_device, checkpoint_dir, first_round,
-                   grade_checkpoints, load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
+from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, candidate_rounds, check_device, checkpoint_dir,
+                   grade_checkpoints, guide_rule, load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
 
 # -----------------------------------------------------------------------------
@@ -310,7 +310,7 @@ if grade_checkpoints(grade_dir):
     drawn = []
 
     def guided(n):
-        per_call = sample_batch // first_round(best_of, at_once)  # prompts: the first round fills a batch
+        per_call = sample_batch // candidate_rounds(best_of, at_once)[0]  # prompts: the first round fills a batch
         for i in range(0, n, per_call):
             b = min(per_call, n - i)
             generator = torch.Generator(device=device).manual_seed(seed + i)
@@ -318,9 +318,8 @@ if grade_checkpoints(grade_dir):
                                           grader=grader, best_of=best_of, known=known, at_once=at_once, accept=accept)
             drawn.append((stats['drawn'], np.mean([len(r['tokens']) for r in routes])))
     t = timed(lambda: guided(guided_routes), 1)
-    rule = f'best of {best_of}' + (f', {at_once} at a time' if 0 < at_once < best_of else '')
-    rows.append((f'sampling, guided {rule}', guided_routes / t, 'routes/s',
-                 f'{guided_routes} routes, {len(grader.paths)} grade model(s), known climbs dropped'))
+    rows.append(('sampling, guided', guided_routes / t, 'routes/s', f'{guided_routes} routes, '
+                 f'{guide_rule(best_of, at_once, accept)}, {len(grader.paths)} grade model(s), known climbs dropped'))
     rows.append(('guided share of plain', 100 * guided_routes / t / fast, '%', 'guided routes/s over batched plain, this run'))
     def forward_flops(model, T):  # a route of T tokens: 2 FLOPs per matmul weight a token, plus attention
         weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))

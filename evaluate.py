@@ -42,8 +42,9 @@ import metrics
 from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
-from model import (ACCEPT, AT_ONCE, BEST_OF, check_device, check_sampling, checkpoint_dir, encoder_tables, first_round,
-                   grade_checkpoints, grade_routes, load_generator, load_grader, read_history, route_nll, sample_routes)
+from model import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, check_device, check_sampling, checkpoint_dir,
+                   encoder_tables, grade_checkpoints, grade_routes, guide_rule, load_generator, load_grader, read_history,
+                   route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
 
@@ -55,7 +56,7 @@ gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade (one model or an ensemble): grades the test split, guides sampling
 judge_dir = ''  # default out/<dataset>/judge: a grade model kept apart to judge the samples
 best_of = BEST_OF  # guided sampling: candidates per route at most
-at_once = AT_ONCE  # drawn at a time, a route stopping once one is within accept grades of the asked grade
+at_once = AT_ONCE  # candidates drawn first, then doubled, until one is within accept grades of the asked grade
 accept = ACCEPT
 tolerance = 1.0  # guided sampling: a route whose candidates all miss the asked grade by more is drawn again
 report_dir = ''  # default out/<dataset>/report
@@ -153,7 +154,8 @@ sample_stats = {}
 def sampler(guided):
     """Plain sampling (every route as drawn), or guided (best_of candidates graded, known climbs dropped)."""
     def sample(prompts, generator, walls):
-        out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // (first_round(best_of, at_once) if guided else 1))
+        per_prompt = candidate_rounds(best_of, at_once)[0] if guided else 1  # rows of its first round
+        out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // per_prompt)
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
                                                generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance,
@@ -295,12 +297,10 @@ on_wall = '' if wall is None else (
     f"{split} routes that fit it" + ('.' if not report['wall']['val_routes'] else
     f"; its {report['wall']['val_routes']:,} val routes score {report['wall']['val_loss_per_route']:.2f} per route on "
     f"the whole board, {report['wall']['val_loss_per_route_masked']:.2f} under the wall's mask."))
-guide_rule = f"{best_of}" + (f" ({at_once} at a time, a route stopping once one is within {accept:g} grades of the "
-                              f"asked grade)" if 0 < at_once < best_of else '')
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
-        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the best of {guide_rule} "
+        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the {guide_rule(best_of, at_once, accept)} "
         f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
 # where learning stopped: every model's loss history, the checkpoint kept marked
 runs = [('generator', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
@@ -322,7 +322,7 @@ if 'gpt, guided' in generation:
     g = generation['gpt, guided']
     html.append(f"<p>Guided sampling drew {g['drawn']:,} candidates for {num_samples:,} routes; {g['copies']:,} of them "
                 f"({pct(g['copies'] / max(g['drawn'], 1))}) were known climbs of the dataset and were dropped; "
-                f"{g['more']:,} times a route drew {at_once} more (none yet within {accept:g} grades); "
+                f"{g['more']:,} times a route drew more of its {best_of} (none yet within {accept:g} grades); "
                 f"{g['redrawn']:,} times a route was drawn again (no candidate within one grade of the asked grade, "
                 f"or none that was not a known climb).</p>")
 beyond_judge = '; '.join(

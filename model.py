@@ -635,15 +635,27 @@ def route_nll(model, sequences, batch_size=256, blocked=None):
     return out
 
 
-# guided sampling's defaults, for every script that guides: up to best_of candidates a route, drawn
-# at_once at a time, a route stopping once one is within accept grades of the asked grade (chosen on
-# Kilter val prompts, judged by a second grade model: README, Speed)
+# guided sampling's defaults, for every script that guides: up to best_of candidates a route, at_once
+# first and then doubled (candidate_rounds), a route stopping once one is within accept grades of the
+# asked grade (chosen on Kilter val prompts, judged by a second grade model: README, Speed)
 BEST_OF, AT_ONCE, ACCEPT = 8, 1, 0.5
 
 
-def first_round(best_of, at_once):
-    """The candidates a prompt draws in its first round (what a batch of prompts is sized by)."""
-    return at_once if 0 < at_once < best_of else best_of
+def candidate_rounds(best_of, at_once):
+    """The candidates a guided prompt draws round by round within its best_of: at_once first, then
+    as many again as it has (1, 1, 2, 4 for 1 of 8); all best_of in one round where at_once is 0 or
+    not below best_of. The first is what a batch of prompts is sized by."""
+    sizes = [at_once if 0 < at_once < best_of else best_of]
+    while sum(sizes) < best_of:
+        sizes.append(min(sum(sizes), best_of - sum(sizes)))
+    return sizes
+
+
+def guide_rule(best_of, at_once, accept):
+    """The guided rule in words, as the scripts print it."""
+    sizes = candidate_rounds(best_of, at_once)
+    return f"best of {best_of}" + (f", drawn {'+'.join(map(str, sizes))} until one is within {accept:g} grades"
+                                   if len(sizes) > 1 else '')
 
 
 def check_sampling(temperature, top_k, top_p, best_of=1, tolerance=1.0, at_once=0, accept=0.5):
@@ -729,9 +741,7 @@ class Sampler:
         for (board, _, _), holds, wall in zip(job['prompts'], required, walls):
             self.grammar.check_prompt(board, holds)
             self.grammar.check_on_wall(wall, holds)
-        sizes = [first_round(k, f)]
-        while sum(sizes) < k:  # A, A, 2A, 4A...: each round doubles what a prompt has, K in all
-            sizes.append(min(sum(sizes), k - sum(sizes)))
+        sizes = candidate_rounds(k, f)
         plan = [(m, accept) for m in sizes[:-1]] + [(sizes[-1], self.tolerance)] + [(k, self.tolerance)] * (self.max_rounds - 1)
         self.jobs.append(dict(job=job, required=required, walls=walls, plan=plan, first_k=len(sizes), round=0,
                               candidates=[[] for _ in range(n)], fallback=[None] * n, pending=list(range(n)),
@@ -807,14 +817,19 @@ def _draw(model, grammar, prompts, required, temperature, top_k, top_p, generato
     return routes
 
 
+def curve_angles(grammar, board):
+    """The angles a grade curve covers: the board's, or [None] on a board whose data has none."""
+    spec = grammar.board(board)
+    return spec['angles'] if spec['angle_known'] else [None]
+
+
 def grade_curves(grader, grammar, routes):
-    """Routes [(board, holds)] each graded at every angle of its board, in one batched call ->
-    per route [(angle, difficulty, probs)], most climbs being logged at a few angles only. A
-    board without angles gives one row, angle None."""
+    """Routes [(board, holds)] each graded at every angle of its board (curve_angles), in one
+    batched call -> per route [(angle, difficulty, probs)], most climbs being logged at a few
+    angles only."""
     inputs, angles, sizes = [], [], []
     for board, holds in routes:
-        spec = grammar.board(board)
-        mine = spec['angles'] if spec['angle_known'] else [None]
+        mine = curve_angles(grammar, board)
         inputs += [encoder_input(grammar.encode(board, a, None, holds)) for a in mine]
         angles += mine
         sizes.append(len(mine))

@@ -16,13 +16,14 @@ the nearest known climb is one that fits it, and the lights use that size's LEDs
 
 Grade-guided (the default where the dataset has a grade model, out/<dataset>/grade): up to best_of
 candidates are drawn for each route and the one the grade model puts closest to the asked grade
-is kept; they are drawn at_once at a time, and a route stops as soon as one is within accept
-grades of the asked grade (--at_once=0: all best_of at once); --best_of=1 is plain sampling. A
-route that is already a known climb of the dataset is not offered (it is drawn again), unless
---allow_copies. For each route: its route string, its holds by role, the grade model's opinion,
-and the nearest known climb (Jaccard distance over holds with roles; 0 is the same climb); with --out a sheet of all routes drawn on the board; --jsonl
-prints one JSON line per route instead. --lights adds the packets that light each route on the
-board (lights.py; one frame a line, as hex; --led_api=2 for older Aurora controllers).
+is kept; a route draws at_once first, then as many again as it has (1, 1, 2, 4), and stops as
+soon as one is within accept grades of the asked grade (--at_once=0: all best_of at once);
+--best_of=1 is plain sampling. A route that is already a known climb of the dataset is not offered
+(it is drawn again), unless --allow_copies. For each route: its route string, its holds by role,
+the grade model's opinion, and the nearest known climb (Jaccard distance over holds with roles; 0
+is the same climb); with --out a sheet of all routes drawn on the board; --jsonl prints one JSON
+line per route instead. --lights adds the packets that light each route on the board (lights.py;
+one frame a line, as hex; --led_api=2 for older Aurora controllers).
 """
 
 import json
@@ -35,7 +36,7 @@ from draw import write_sheet
 from lights import hex_lines, route_packets
 from metrics import ClimbIndex, climb_label
 from model import (ACCEPT, AT_ONCE, BEST_OF, check_device, check_sampling, checkpoint_dir, grade_checkpoints,
-                   load_generator, load_grader, sample_routes)
+                   guide_rule, load_generator, load_grader, sample_routes)
 from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
 
 # -----------------------------------------------------------------------------
@@ -46,7 +47,7 @@ out_dir = ''  # the generator's checkpoints; default out/<dataset>/gen
 checkpoint = 'best.pt'
 grade_dir = ''  # the grade model (or ensemble) that guides; default out/<dataset>/grade
 best_of = BEST_OF  # candidates per route at most, the one graded closest to the asked grade kept; 1: plain sampling
-at_once = AT_ONCE  # candidates drawn at a time, a route stopping once one is within accept grades; 0: all at once
+at_once = AT_ONCE  # candidates drawn first, then doubled, until one is within accept grades; 0: all at once
 accept = ACCEPT
 tolerance = 1.0  # grades: a route whose candidates all miss the asked grade by more is drawn again
 allow_copies = False  # offer routes that are known climbs of the dataset
@@ -140,11 +141,10 @@ for i, r in enumerate(routes):
 if not jsonl:
     guide = 'plain sampling'
     if grader is not None and best_of > 1:
-        guide = (f"best of {best_of}" + (f", {at_once} at a time" if 0 < at_once < best_of else '')
-                 + f", graded by {len(grader.paths)} grade model(s)")
+        guide = f"{guide_rule(best_of, at_once, accept)}, graded by {len(grader.paths)} grade model(s)"
     print(f"{guide}; {stats['drawn']} candidates drawn, {stats['copies']} of them known climbs"
           + (' (dropped)' if not allow_copies else '')
-          + (f"; {stats['more']} time(s) a route drew {at_once} more (none yet within {accept:g} grades)"
+          + (f"; {stats['more']} time(s) a route drew more (none yet within {accept:g} grades)"
              if stats['more'] else '')
           + (f"; {stats['redrawn']} time(s) a route was drawn again (no candidate near the asked grade, "
              f"or only known climbs)" if stats['redrawn'] else ''))

@@ -29,17 +29,18 @@ A bad request gets a 4xx and {"error": "<one line>"}; nothing a client sends is 
 to a path or written anywhere.
 
 Model calls are batched across requests: sampling (generate and complete) and grading each have
-one worker thread, and the requests of its kind that arrive while it runs a call go into its next
-call together (at most max_batch rows: candidates for sampling, angles for grading), each drawing
-from its own seed, so an answer is the one the request gets alone. A request that fails inside a
-batch is run again alone and fails alone; one whose call has not started after max_wait seconds
-gets a 503. Sampling never waits for grading or grading for sampling. --batch=False serves one
-request at a time under one lock (what bench.py compares with).
+one worker thread. Sampling runs round by round (model.Sampler): a request joins the next round of
+candidates while max_batch rows hold it and leaves when its own rounds are done; grading takes the
+requests that arrived during its last call into its next one. Each request draws from its own
+seed, so an answer is the one the request gets alone. A request that fails inside a batch fails
+alone (a failed call or round is run again alone for each request in it); one whose call has not
+started after max_wait seconds gets a 503. Sampling never waits for grading or grading for
+sampling. --batch=False serves one request at a time under one lock (what bench.py compares with).
 """
 
+import collections
 import json
 import os
-import collections
 import random
 import socket
 import sys
@@ -54,8 +55,8 @@ import lights
 from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex, stiff_or_soft
-from model import (ACCEPT, BEST_OF, Sampler, check_device, checkpoint_dir, first_round, grade_checkpoints,
-                   grade_curves, load_generator, load_grader, sample_batch)
+from model import (ACCEPT, BEST_OF, Sampler, candidate_rounds, check_device, checkpoint_dir,
+                   curve_angles, grade_checkpoints, grade_curves, load_generator, load_grader, sample_batch)
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
                     load_split, parse_grade)
 
@@ -292,16 +293,30 @@ class Batcher:
             try:
                 results = self.run_many([job['item'] for job in jobs])
             except Exception as e:  # noqa: BLE001  (whatever it was, it belongs to one request: find which)
-                results = [e] if len(jobs) == 1 else None
-            for i, job in enumerate(jobs):
-                try:
-                    job['result'] = self.run_many([job['item']])[0] if results is None else results[i]
-                    if isinstance(job['result'], Exception):
-                        raise job['result']
-                except Exception as e:  # noqa: BLE001  (the handler answers it: a 400, or a logged 500)
-                    job['error'] = e
-                job['batch'] = len(jobs)
-                job['done'].set()
+                if len(jobs) == 1:
+                    self.finish(jobs[0], error=e)
+                else:
+                    self.each_alone(jobs)
+                continue
+            for job, result in zip(jobs, results):
+                self.finish(job, result=result, batch=len(jobs))
+
+    def alone(self, item):
+        return self.run_many([item])[0]
+
+    def each_alone(self, jobs):
+        for job in jobs:
+            try:
+                self.finish(job, result=self.alone(job['item']))
+            except Exception as e:  # noqa: BLE001  (the handler answers it: a 400, or a logged 500)
+                self.finish(job, error=e)
+
+    @staticmethod
+    def finish(job, result=None, error=None, batch=1):
+        if error is not None:
+            job['error'] = error
+        job['result'], job['batch'] = result, batch
+        job['done'].set()
 
 
 class RoundBatcher(Batcher):
@@ -309,17 +324,17 @@ class RoundBatcher(Batcher):
     round rather than waiting for the requests before it to finish all theirs (a route that
     missed its grade draws again), and leaves it as soon as its own rounds are done."""
 
-    def __init__(self, name, sampler, run_alone):
-        self.sampler, self.run_alone = sampler, run_alone
+    def __init__(self, name, sampler, alone):
+        self.sampler, self.alone = sampler, alone
         super().__init__(name, None)
 
     def work(self):
-        active = {}  # id(job item) -> (job, its rows)
+        active = {}  # id(job item) -> job
         while True:
             with self.changed:
                 while not self.queue and not active:
                     self.changed.wait()
-                rows = sum(r for _, r in active.values())  # in flight; new ones join while max_batch holds them
+                rows = sum(job['rows'] for job in active.values())  # in flight; new ones join while max_batch holds them
                 joined = []
                 while self.queue and (not active and not joined or rows + self.queue[0]['rows'] <= max_batch):
                     joined.append(self.queue.popleft())
@@ -328,7 +343,7 @@ class RoundBatcher(Batcher):
             for job in joined:
                 try:
                     self.sampler.add(job['item'])  # what is wrong with a request is found here, for it alone
-                    active[id(job['item'])] = (job, job['rows'])
+                    active[id(job['item'])] = job
                 except Exception as e:  # noqa: BLE001  (the handler answers it: a 400, or a logged 500)
                     self.finish(job, error=e)
             if not active:
@@ -337,25 +352,14 @@ class RoundBatcher(Batcher):
                 finished = self.sampler.step()
             except Exception:  # noqa: BLE001  (a bug in a round: each request in it runs again alone)
                 self.sampler.jobs = []
-                for job, _ in active.values():
-                    try:
-                        self.finish(job, result=self.run_alone(job['item']))
-                    except Exception as e:  # noqa: BLE001
-                        self.finish(job, error=e)
+                self.each_alone(list(active.values()))
                 active = {}
                 continue
-            for job, _ in active.values():  # the most requests it shared a round with, itself included
+            for job in active.values():  # the most requests it shared a round with, itself included
                 job['sharing'] = max(job.get('sharing', 1), len(active))
             for item, result in finished:
-                job, _ = active.pop(id(item))
+                job = active.pop(id(item))
                 self.finish(job, result=result, batch=job['sharing'])
-
-    @staticmethod
-    def finish(job, result=None, error=None, batch=1):
-        if error is not None:
-            job['error'] = error
-        job['result'], job['batch'] = result, batch
-        job['done'].set()
 
 
 class OneAtATime:
@@ -371,8 +375,8 @@ class OneAtATime:
 
 
 def sample_alone(job):  # a request's routes with nobody sharing its rounds, from its seed again
-    return sample_batch(generator, grammar, [dict(job, generator=torch.Generator(device=device).manual_seed(job['seed']))],
-                        0, 1.0, grader, known)[0]
+    fresh = torch.Generator(device=device).manual_seed(job['seed'])
+    return sample_batch(generator, grammar, [dict(job, generator=fresh)], 0, 1.0, grader, known)[0]
 
 
 if batch:
@@ -439,7 +443,7 @@ def sampled(body, prompt_field):
     prompts = [(board, angle, grades[i % len(grades)]) for i in range(count)]  # V5: 6c and 6c+ in turn
     job = dict(prompts=prompts, required=[required] * count, walls=[wall] * count, temperature=temperature, seed=seed,
                generator=torch.Generator(device=device).manual_seed(seed), best_of=k, at_once=at_once, accept=accept)
-    (routes, stats), together = sampler.submit(job, count * first_round(k, at_once))
+    (routes, stats), together = sampler.submit(job, count * candidate_rounds(k, at_once)[0])
     return dict(board=board, angle=angle, seed=seed, best_of=k, stats=stats, batch=together, wall=wall.describe(),
                 routes=[dict(
         route=grammar.format(board, r['holds']), holds=[list(h) for h in r['holds']], angle=r['angle'],
@@ -460,8 +464,7 @@ def api_grade(body):
         grammar.validate(board, holds)
     else:
         holds, angle = grammar.route(board, route, angle, wall=wall)
-    spec = grammar.boards[board]
-    curve, together = grading.submit((board, holds), len(spec['angles']) if spec['angle_known'] else 1)
+    curve, together = grading.submit((board, holds), len(curve_angles(grammar, board)))
     answer = dict(board=board, route=grammar.format(board, holds), angle=angle, batch=together,
                   curve=[dict(angle=a, **grade_record(d)) for a, d, _ in curve],
                   nearest=nearest(board, holds, angle, wall), wall=wall.describe())
