@@ -42,6 +42,7 @@ from metrics import ClimbIndex
 from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, candidate_rounds, check_device, checkpoint_dir,
                    grade_checkpoints, guide_rule, load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
+from trainer import bf16_is_fast
 
 # -----------------------------------------------------------------------------
 # config
@@ -214,9 +215,10 @@ def matmul_peak(dtype):
 
 peak = {'float32': matmul_peak(torch.float32)}
 rows.append(('matmul peak fp32', peak['float32'] / 1e9, 'GFLOP/s', f'{torch.get_num_threads()} threads on {device}'))
-if device.startswith('cuda') and torch.cuda.is_bf16_supported():
+if bf16_is_fast(device):  # what dtype='auto' trains in here
     peak['bfloat16'] = matmul_peak(torch.bfloat16)
-    rows.append(('matmul peak bf16', peak['bfloat16'] / 1e9, 'GFLOP/s', torch.cuda.get_device_name()))
+    rows.append(('matmul peak bf16', peak['bfloat16'] / 1e9, 'GFLOP/s',
+                 torch.cuda.get_device_name() if device.startswith('cuda') else 'AMX'))
 print("matmul peak: " + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()), flush=True)
 
 # -----------------------------------------------------------------------------

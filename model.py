@@ -19,12 +19,14 @@ import os
 import pickle
 import re
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
 
@@ -40,6 +42,27 @@ class ModelConfig:
     bias: bool = False  # biases in Linears and LayerNorms; without is a little better and faster
 
 
+class Dropout(nn.Module):
+    """nn.Dropout, its mask drawn from random bytes on a CPU: there torch's bernoulli_ costs about 20 ns
+    an element (a fifth of a grade-model training step), while one 64-bit draw gives 8 bytes. p is
+    rounded to a multiple of 1/256 there (0.1 drops 26 in 256); elsewhere it is F.dropout."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != 'cpu':
+            return F.dropout(x, self.p, True)
+        cut = round(self.p * 256)
+        n = x.numel()
+        bits = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)  # all 64 bits
+        keep = bits.view(torch.uint8)[:n].view(x.shape) >= cut
+        return x * keep.to(x.dtype) * (256 / (256 - cut))
+
+
 class SelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -49,7 +72,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x, causal, mask=None, cache=None):
         """mask: (B, 1, 1, T) True where a key may be attended to (the encoder's padding).
@@ -64,8 +87,11 @@ class SelfAttention(nn.Module):
             k, v = k_cache[:, :, :pos + T], v_cache[:, :, :pos + T]
             causal = causal and T > 1  # one new token may see every cached one
             assert pos == 0 or T == 1, 'the cache takes a prompt at position 0, then one token at a time'
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        # on a CPU our routes (< 50 tokens) are cheaper through plain matmuls than the fused kernel, whose
+        # backward in bfloat16 took 20 times longer (bench.py: training step)
+        with sdpa_kernel(SDPBackend.MATH) if q.device.type == 'cpu' else nullcontext():
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 
@@ -75,7 +101,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -101,7 +127,7 @@ class Transformer(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
 
@@ -210,8 +236,6 @@ class GradeEncoder(Transformer):
         self.head = nn.Sequential(nn.Linear(config.n_embd, config.n_embd), nn.GELU(),
                                   nn.Linear(config.n_embd, self.n_grades))
         self.temperature = 1.0  # the head's logits are divided by it: chosen on val after training (calibration)
-        self.init_weights()
-
     def embed(self, idx, angle):
         """idx (B, T) tokens, angle (B,) in degrees (NaN where unknown) -> pooled (B, C)."""
         keep = idx != 0
@@ -558,6 +582,7 @@ def load_grader(path, meta, device='cpu'):
     """A grade model in eval mode: path is a checkpoint (.pt) or a folder of them (one model, or
     an ensemble). Each must have been trained on this dataset's vocabulary: its token tables are
     checked against meta's."""
+    device = str(device)  # a torch.device too (train_grade.py passes its model's)
     paths = [path] if path.endswith('.pt') else grade_checkpoints(path)
     if not paths or not os.path.isfile(paths[0]):
         raise InputError(f"no grade model at {path}: train one first (python train_grade.py config/{meta['dataset']}.py)")

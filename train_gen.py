@@ -7,7 +7,9 @@ Train the route generator, a causal GPT over route tokens.
 
 Reads data/<dataset>/ (written by prepare.py) and writes out/<dataset>/gen/{last,best}.pt.
 Each row of a batch is one whole route, padded at the end; the loss counts the hold and end
-tokens only (the board, angle and grade tokens are given, never predicted).
+tokens only (the board, angle and grade tokens are given, never predicted). The schedule is
+epochs passes over the training routes, stopped early after patience evaluations without a better
+val loss.
 """
 
 import os
@@ -17,7 +19,7 @@ import torch
 from configurator import configure
 from model import build_generator, checkpoint_dir, route_nll
 from routes import CONDITIONING, SPLITS, block_size, load_meta, load_split, pad
-from trainer import similar_length_batch, train
+from trainer import iterations_for, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -38,18 +40,20 @@ batch_size = 64  # routes per micro-step
 length_pool = 8  # draw each batch from length_pool * batch_size routes of similar length: almost no
 #                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
-max_iters = 3000  # where more training stopped helping on Kilter val (README)
+max_iters = 0  # 0: sized by the data, epochs passes over the training routes
+epochs = 8.5  # 3,002 iterations on Kilter's 22,600 training routes, where more stopped helping on val (README)
+patience = 2  # stop after this many evaluations without a better val loss (0: run to max_iters)
 learning_rate = 2e-3
 min_lr = 2e-4
 warmup_iters = 100
-lr_decay_iters = 3000
+lr_decay_iters = 0  # 0: max_iters
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'auto'  # bfloat16 on GPUs that have it, else float32; or 'float32', 'bfloat16', 'float16'
+dtype = 'auto'  # bfloat16 on GPUs and CPUs (AMX) that have it fast, else float32; or 'float32', 'bfloat16', 'float16'
 compile = False  # torch.compile: worth it on a GPU; on a CPU it costs a minute or two of compiling
 seed = 1337
 wandb_log = False
@@ -80,6 +84,10 @@ splits = {s: load_rows(s) for s in SPLITS}
 by_length = torch.argsort(splits['train'][3], stable=True)
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s][0]):,} routes" for s in SPLITS)
       + f"; vocabulary {len(meta['itos']):,}; block_size {block_size}")
+if not max_iters:
+    max_iters = iterations_for(epochs, len(splits['train'][0]), batch_size * gradient_accumulation_steps)
+    print(f"max_iters {max_iters:,}: {epochs:g} epochs of {len(splits['train'][0]):,} routes")
+config.update(max_iters=max_iters, lr_decay_iters=lr_decay_iters or max_iters)
 
 
 def get_batch(split, generator):

@@ -23,11 +23,20 @@ import time
 from contextlib import nullcontext
 
 import torch
-from torch.distributed import barrier, destroy_process_group, init_process_group
+from torch.distributed import barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import HISTORY, check_device, load_checkpoint
 from routes import InputError
+
+
+def bf16_is_fast(device):
+    """Whether bfloat16 autocast speeds training up here: on GPUs that have it, and on CPUs with AMX
+    bf16 matrix units, where a training step took half the time of float32 (bench.py); elsewhere on a
+    CPU bfloat16 is emulated and slower."""
+    if device.startswith('cuda'):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device == 'cpu' and bool(getattr(torch.cpu, 'get_capabilities', dict)().get('amx_bf16'))
 
 
 def setup(device, dtype, seed):
@@ -49,7 +58,7 @@ def setup(device, dtype, seed):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if dtype == 'auto':
-        dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
+        dtype = 'bfloat16' if bf16_is_fast(device) else 'float32'
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
     ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
@@ -85,6 +94,14 @@ def similar_length_batch(by_length, batch_size, pool, generator):
     return by_length[(start + torch.randint(min(n, pool * batch_size), (batch_size,), generator=generator)) % n]
 
 
+def iterations_for(epochs, routes, per_iter):
+    """The iterations of a schedule sized by the data: epochs passes over routes training routes at
+    per_iter routes an iteration (batch_size * gradient_accumulation_steps), at least one."""
+    if not epochs > 0:
+        raise InputError(f"epochs must be positive (or set max_iters), got {epochs}")
+    return max(1, math.ceil(epochs * routes / per_iter))
+
+
 def format_seconds(s):
     s = int(s)
     return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
@@ -95,7 +112,7 @@ def check_config(config):
     for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'n_layer', 'n_head', 'n_embd'):
         if key in config and config[key] < 1:
             raise InputError(f"{key} must be at least 1, got {config[key]}")
-    for key in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'weight_decay', 'grad_clip', 'min_lr'):
+    for key in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'weight_decay', 'grad_clip', 'min_lr', 'patience'):
         if config[key] < 0:
             raise InputError(f"{key} must not be negative, got {config[key]}")
     if not config['learning_rate'] > 0:
@@ -129,6 +146,8 @@ def train(config, model_args, build_model, get_batch, evaluate):
         model_args = checkpoint['model_args']
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
         history = list(checkpoint.get('history', []))  # up to last.pt: a resumed run's curve continues it exactly
+    # evaluations since the best one (early stopping counts them): a resumed run takes them from its history
+    stale = next((i for i, h in enumerate(reversed(history)) if h.get('best')), len(history))
     model = build_model(model_args).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint['model'])
@@ -163,7 +182,7 @@ def train(config, model_args, build_model, get_batch, evaluate):
                     iter_num=iter_num, best_val_loss=val_loss, config=config, history=history)
 
     def eval_and_save():
-        nonlocal best_val_loss, eval_seconds, eval_total, eval_count
+        nonlocal best_val_loss, eval_seconds, eval_total, eval_count, stale
         t_eval = time.time()
         raw_model.eval()
         with torch.no_grad(), env['ctx']:
@@ -171,6 +190,7 @@ def train(config, model_args, build_model, get_batch, evaluate):
         raw_model.train()
         improved = metrics['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, metrics['val_loss'])
+        stale = 0 if improved else stale + 1
         print(f"eval at iteration {iter_num}: " + ', '.join(
             f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items())
             + (' (best)' if improved else ''))
@@ -207,8 +227,20 @@ def train(config, model_args, build_model, get_batch, evaluate):
         lr = get_lr(iter_num, config)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        if iter_num % config['eval_interval'] == 0 and master and iter_num > start_iter:
+        at_eval = iter_num % config['eval_interval'] == 0 and iter_num > start_iter
+        if at_eval and master:
             metrics = eval_and_save()
+        patience = config.get('patience', 0)
+        if at_eval and patience and iter_num < config['max_iters']:
+            stop = torch.tensor([int(stale >= patience)], device=device)
+            if env['ddp']:
+                broadcast(stop, 0)  # the master evaluated: every rank stops with it, or none does
+            if stop.item():
+                if master:
+                    best = max((h['iter'] for h in history if h.get('best')), default='?')
+                    print(f"stopping at iteration {iter_num} of {config['max_iters']}: val_loss has not improved "
+                          f"for {stale} evaluations (patience {patience}); best.pt is from iteration {best}")
+                break
         if iter_num >= config['max_iters']:
             break
         torch.manual_seed(config['seed'] * 7919 + iter_num * env['world'] + env['rank'])  # dropout, reproducibly
