@@ -236,6 +236,8 @@ class GradeEncoder(Transformer):
         self.head = nn.Sequential(nn.Linear(config.n_embd, config.n_embd), nn.GELU(),
                                   nn.Linear(config.n_embd, self.n_grades))
         self.temperature = 1.0  # the head's logits are divided by it: chosen on val after training (calibration)
+        self.init_weights()
+
     def embed(self, idx, angle):
         """idx (B, T) tokens, angle (B,) in degrees (NaN where unknown) -> pooled (B, C)."""
         keep = idx != 0

@@ -146,6 +146,7 @@ def train(config, model_args, build_model, get_batch, evaluate):
         model_args = checkpoint['model_args']
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
         history = list(checkpoint.get('history', []))  # up to last.pt: a resumed run's curve continues it exactly
+    patience = config.get('patience', 0)
     # evaluations since the best one (early stopping counts them): a resumed run takes them from its history
     stale = next((i for i, h in enumerate(reversed(history)) if h.get('best')), len(history))
     model = build_model(model_args).to(device)
@@ -230,7 +231,6 @@ def train(config, model_args, build_model, get_batch, evaluate):
         at_eval = iter_num % config['eval_interval'] == 0 and iter_num > start_iter
         if at_eval and master:
             metrics = eval_and_save()
-        patience = config.get('patience', 0)
         if at_eval and patience and iter_num < config['max_iters']:
             stop = torch.tensor([int(stale >= patience)], device=device)
             if env['ddp']:
