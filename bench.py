@@ -19,6 +19,12 @@ Speed, measured on this machine in one run, printed as one table.
 instead times every step from prepare to serve, with its peak memory, on a Kilter snapshot as it
 is and grown that many times (each copy of a climb moves one hand hold, its grades jittered),
 as big as the real layout-1 snapshot is to ours.
+
+    python bench.py --page=True --db=../shared/data/kilter.db
+
+instead times the README's database-to-page block at the default settings (prepare, the generator
+and the grade models trained at once, the page up), with the matmul peak of the machine, the
+generator's val loss and the grade ensemble's test figures.
 """
 
 import gzip
@@ -38,11 +44,12 @@ import numpy as np
 import torch
 
 from configurator import configure
-from metrics import ClimbIndex
+from metrics import ClimbIndex, grade_metrics_by_board, grade_report
 from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, candidate_rounds, check_device, checkpoint_dir,
-                   grade_checkpoints, guide_rule, load_checkpoint, load_generator, load_grader, sample_routes, sample_tokens)
-from routes import END, SPLITS, DecodingRules, Grammar, InputError, load_meta, load_split
-from trainer import bf16_is_fast
+                   grade_checkpoints, grade_routes, guide_rule, load_checkpoint, load_generator, load_grader,
+                   read_history, sample_routes, sample_tokens)
+from routes import END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, select
+from trainer import bf16_is_fast, format_seconds
 
 # -----------------------------------------------------------------------------
 # config
@@ -64,6 +71,7 @@ guided_routes = 400
 seed = 1337
 scale = 0  # > 0: time and peak memory of every step, on --snapshot as it is and grown this many times
 snapshot = ''  # a boardsesh snapshot folder with a Kilter layout-1 file (see README, Getting a board database)
+page = False  # True: the README's database-to-page block at the default settings, each step timed (minutes)
 # -----------------------------------------------------------------------------
 configure(globals())
 check_device(device)
@@ -191,6 +199,7 @@ if scale:
     raise SystemExit
 
 
+
 def timed(fn, repeat):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -211,6 +220,75 @@ def matmul_peak(dtype):
         repeat = max(2, int(2e10 / (2 * n ** 3)))  # about 20 GFLOP per size
         best = max(best, 2 * n ** 3 / timed(lambda: a @ b, repeat))
     return best
+
+
+def together(commands, threads):
+    """Run scripts at once, each on threads cores (OMP_NUM_THREADS): [(wall seconds, peak MB, output)]
+    in the order given, each wall time up to that script's own end."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t0, runs = time.perf_counter(), {}
+    for k, cmd in enumerate(commands):
+        log = tempfile.TemporaryFile('w+')
+        runs[subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env, text=True).pid] = k, log
+    done = {}
+    while len(done) < len(commands):
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in runs:
+            continue
+        k, log = runs[pid]
+        log.seek(0)
+        done[k] = (time.perf_counter() - t0, usage.ru_maxrss / 1024, log.read())
+        if status:
+            print(done[k][2][-3000:])
+            raise SystemExit(f"error: {' '.join(commands[k])} failed")
+    return [done[k] for k in range(len(commands))]
+
+
+if page:
+    # What a newcomer runs, timed: prepare; the generator and the two grade models trained at once, a
+    # process each (models this small use the cores better apart than together: README, Speed); the
+    # page up. Into a temporary folder, so the user's data/ and out/ are left alone.
+    import resource  # only this section (and step) needs these
+    import urllib.request
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # what a forked step's peak starts from
+    tmp = tempfile.mkdtemp(prefix='boardgpt-page-')
+    dataset = os.path.basename(config)[:-3]
+    common = [f'--data_root={tmp}/data', f'--device={device}']
+    gen_dir, grade_dir = f'{tmp}/out/gen', f'{tmp}/out/grade'
+    times = {'prepare': step('prepare', ['prepare.py', config, f'--data_root={tmp}/data', *([f'--db={db}'] if db else [])])}
+    print(f"prepare: {times['prepare'][0]:.1f}s", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // 3)
+    runs = together([['train_gen.py', config, *common, f'--out_dir={gen_dir}'],
+                     *[['train_grade.py', config, *common, f'--out_dir={grade_dir}', '--ensemble=2', f'--member={k}']
+                       for k in (1, 0)]],
+                    threads)
+    for what, (wall, mb, _) in zip(('train_gen', 'train_grade --member=1', 'train_grade --member=0'), runs):
+        times[what] = (wall, mb)
+    times['the trainings, at once'] = (max(r[0] for r in runs), sum(r[1] for r in runs))
+    times['serve (up, one page)'] = step('serve', ['serve.py', config, f'--data_root={tmp}/data', f'--gen_dir={gen_dir}',
+                                         f'--grade_dir={grade_dir}', '--port=0', '--log_requests=False'], 'serving')
+    # the models' figures: the generator's best val loss, the grade ensemble on the test split
+    peak = {'float32': matmul_peak(torch.float32)}  # after the steps: its buffers would count in their memory
+    if bf16_is_fast(device):
+        peak['bfloat16'] = matmul_peak(torch.bfloat16)
+    best = min(read_history(gen_dir), key=lambda h: h['val_loss'])
+    meta = load_meta(os.path.join(tmp, 'data', dataset))
+    test = load_split(os.path.join(tmp, 'data', dataset), meta, 'test')
+    test = select(test, ~np.isnan(test['difficulty']))
+    grader = load_grader(grade_dir, meta)
+    predicted = grade_routes(grader, [encoder_input(t) for t in test['tokens']], test['angle'])['difficulty']
+    print(f"\n{config}: {os.cpu_count()} cores, {threads} thread(s) a training; matmul peak "
+          + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()))
+    print(f"{'step':26} {'wall':>8} {'peak MB':>8}   (a step's peak counts bench's own {floor:,.0f} MB, forked from it)")
+    for what, (wall, mb) in times.items():
+        print(f"{what:26} {format_seconds(wall):>8} {mb:8,.0f}")
+    total = times['prepare'][0] + times['the trainings, at once'][0] + times['serve (up, one page)'][0]
+    print(f"{'database to page':26} {format_seconds(total):>8}")
+    print(f"\ngenerator: val loss {best.get('val_loss_per_route', best['val_loss']):.2f} per route (iteration {best['iter']})")
+    print(f"grade models ({len(grader.paths)}), test split:\n"
+          + grade_report(grade_metrics_by_board(test, dict(model=predicted))))
+    shutil.rmtree(tmp)
+    raise SystemExit
 
 
 peak = {'float32': matmul_peak(torch.float32)}

@@ -19,14 +19,12 @@ import os
 import pickle
 import re
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
 
@@ -72,6 +70,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.attn_dropout = Dropout(config.dropout)  # on a CPU (short_attention); sdpa drops its own elsewhere
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x, causal, mask=None, cache=None):
@@ -87,12 +86,25 @@ class SelfAttention(nn.Module):
             k, v = k_cache[:, :, :pos + T], v_cache[:, :, :pos + T]
             causal = causal and T > 1  # one new token may see every cached one
             assert pos == 0 or T == 1, 'the cache takes a prompt at position 0, then one token at a time'
-        # on a CPU our routes (< 50 tokens) are cheaper through plain matmuls than the fused kernel, whose
-        # backward in bfloat16 took 20 times longer (bench.py: training step)
-        with sdpa_kernel(SDPBackend.MATH) if q.device.type == 'cpu' else nullcontext():
+        if q.device.type == 'cpu':
+            y = self.short_attention(q, k, v, causal, mask)
+        else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
                                                dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+    def short_attention(self, q, k, v, causal, mask):
+        """What scaled_dot_product_attention computes, as plain matmuls, for a CPU and rows of < 50
+        tokens: there the fused kernel's bfloat16 backward took 52 ms a call, and its math backend
+        (a float mask built per call, torch's bernoulli_ for the dropout) about 15% more time a grade-model
+        step than this, whose dropout mask comes from model.Dropout. In float32 it matches sdpa to rounding."""
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+        if mask is not None:
+            att = att.masked_fill(~mask, float('-inf'))
+        elif causal:  # a prompt from position 0 (the cache asserts it): query i sees keys 0..i
+            T, S = att.shape[-2:]
+            att = att.masked_fill(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(1), float('-inf'))
+        return self.attn_dropout(att.softmax(-1)) @ v
 
 
 class MLP(nn.Module):
@@ -568,16 +580,22 @@ class GradeEnsemble(nn.Module):
         return self.median(self.log_probs(self.embed(idx, angle)).exp()), None
 
 
+def member_dir(folder, k):
+    """Where member k of a grade ensemble in folder lives (train_grade.py --ensemble=K)."""
+    return os.path.join(folder, f'member{k}')
+
+
 def grade_checkpoints(folder):
     """The checkpoints of a grade model folder: folder/best.pt for one model, or
-    folder/member*/best.pt for an ensemble (train_grade.py --ensemble=K)."""
+    folder/member<k>/best.pt for an ensemble (train_grade.py --ensemble=K), in the order of k."""
     single = os.path.join(folder, 'best.pt')
     if os.path.isfile(single):
         return [single]
     if not os.path.isdir(folder):
         return []
-    return [os.path.join(folder, d, 'best.pt') for d in sorted(os.listdir(folder))
-            if d.startswith('member') and os.path.isfile(os.path.join(folder, d, 'best.pt'))]
+    ks = sorted(int(d[6:]) for d in os.listdir(folder) if re.fullmatch(r'member\d+', d))
+    return [os.path.join(member_dir(folder, k), 'best.pt') for k in ks
+            if os.path.isfile(os.path.join(member_dir(folder, k), 'best.pt'))]
 
 
 def load_grader(path, meta, device='cpu'):

@@ -19,7 +19,7 @@ import torch
 from configurator import configure
 from model import build_generator, checkpoint_dir, route_nll
 from routes import CONDITIONING, SPLITS, block_size, load_meta, load_split, pad
-from trainer import iterations_for, similar_length_batch, train
+from trainer import sized_schedule, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -84,10 +84,7 @@ splits = {s: load_rows(s) for s in SPLITS}
 by_length = torch.argsort(splits['train'][3], stable=True)
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s][0]):,} routes" for s in SPLITS)
       + f"; vocabulary {len(meta['itos']):,}; block_size {block_size}")
-if not max_iters:
-    max_iters = iterations_for(epochs, len(splits['train'][0]), batch_size * gradient_accumulation_steps)
-    print(f"max_iters {max_iters:,}: {epochs:g} epochs of {len(splits['train'][0]):,} routes")
-config.update(max_iters=max_iters, lr_decay_iters=lr_decay_iters or max_iters)
+config = sized_schedule(config, len(splits['train'][0]))
 
 
 def get_batch(split, generator):

@@ -2,14 +2,15 @@
 Train the grade predictor, a bidirectional transformer encoder from a route's holds and angle to
 its continuous difficulty, with the training loop train_gen.py uses (trainer.py).
 
-    python train_grade.py config/kilter.py
-    python train_grade.py config/kilter.py --ensemble=5        # five seeds, graded together
-    python train_grade.py config/kilter.py --seed=2 --out_dir=out/kilter/judge
+    python train_grade.py config/kilter.py                     # two seeds, graded together
+    python train_grade.py config/kilter.py --member=1 &        # the same two, at once
+    python train_grade.py config/kilter.py --member=0
+    python train_grade.py config/kilter.py --seed=2 --out_dir=out/kilter/judge   # seeds 2, 3: a judge
     python train_grade.py config/kilter.py --init_from=resume --max_iters=8000
 
-Reads data/<dataset>/ (written by prepare.py) and writes out/<dataset>/grade/{last,best}.pt, or
-with --ensemble=K, K models with seeds seed..seed+K-1 in out/<dataset>/grade/member<k>/, which
-grade.py, sample.py and evaluate.py then use together (the mean of their grade distributions).
+Reads data/<dataset>/ (written by prepare.py) and writes K = ensemble models with seeds
+seed..seed+K-1 in out/<dataset>/grade/member<k>/{last,best}.pt (one model: out/<dataset>/grade/),
+which grade.py, sample.py and evaluate.py use together (the mean of their grade distributions).
 Each route enters as <board> <angle> holds... (the prepared sequence without its grade and <end>
 tokens), with the angle also as a number; rows without a known difficulty are skipped. The loss
 is the cross-entropy of the model's grade distribution against two-hot targets, weighted by
@@ -17,11 +18,13 @@ min(ascents, ascent_weight_cap) where the data counts ascents, since a grade log
 noisier than one agreed by many. best.pt is the checkpoint with the lowest weighted MAE on val.
 The schedule is epochs passes over the training routes, stopped early after patience evaluations
 without a better val MAE.
-At the end it (the ensemble, and its first member alone) and a ridge baseline on hold-and-angle
-features are scored on the test split, per board.
+At the end each model trained here is calibrated on val, and they (the ensemble and its first
+member alone, or --member's model alone) and a ridge baseline on hold-and-angle features are
+scored on the test split, per board.
 """
 
 import os
+import re
 import time
 
 import numpy as np
@@ -30,17 +33,20 @@ import torch
 from configurator import configure
 from metrics import (ascent_weights, calibration, fit_temperature, grade_classes, grade_metrics_by_board, grade_report,
                      ridge_baseline, ridge_design, ridge_predict)
-from model import (build_grader, checkpoint_dir, grade_checkpoints, grade_routes, grader_args, load_checkpoint,
-                   load_grader)
+from model import (build_grader, checkpoint_dir, grade_routes, grader_args, load_checkpoint, load_grader,
+                   member_dir)
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
-from trainer import format_seconds, iterations_for, save_atomic, similar_length_batch, train
+from trainer import format_seconds, sized_schedule, save_atomic, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
 dataset = 'kilter'
 data_root = 'data'
 out_dir = ''  # default out/<dataset>/grade
-ensemble = 1  # models (seeds) to train; more than 1: out_dir/member<k>/, used together
+ensemble = 2  # models (seeds) to train; more than 1: out_dir/member<k>/, used together (2 of 12.75 epochs
+#              beat 3 of 8.5 on Kilter val at the same cost: README)
+member = -1  # >= 0: train member k of the ensemble alone (seed + k), so that members can train at once,
+#              one process each
 init_from = 'scratch'  # or 'resume' (from out_dir/last.pt)
 eval_interval = 250
 log_interval = 100
@@ -59,7 +65,7 @@ length_pool = 8  # draw each batch from length_pool * batch_size routes of simil
 #                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
 max_iters = 0  # 0: sized by the data, epochs passes over the training routes
-epochs = 17  # 3,002 iterations on Kilter's 22,600 graded routes (README)
+epochs = 12.75  # 2,252 iterations on Kilter's 22,600 graded routes (README)
 patience = 4  # stop after this many evaluations without a better val MAE (0: run to max_iters)
 learning_rate = 1e-3
 min_lr = 1e-5
@@ -83,6 +89,16 @@ config = {k: v for k, v in globals().items() if not k.startswith('_') and isinst
 config['out_dir'] = out_dir = out_dir or checkpoint_dir(dataset, 'grade')
 if not 1 <= ensemble <= 16:
     raise InputError(f"ensemble must be 1..16 models, got {ensemble}")
+if not -1 <= member < ensemble or (member >= 0 and ensemble == 1):
+    raise InputError(f"member must be one of the ensemble's 0..{ensemble - 1} (of --ensemble=K, K > 1), or -1, got {member}")
+# what grade.py and the page will load from out_dir must be these models only: no model of another
+# layout or an earlier, larger ensemble left beside them to be averaged in
+if os.path.isdir(out_dir):
+    extra = [d for d in os.listdir(out_dir) if (ensemble == 1 and re.fullmatch(r'member\d+', d))
+             or (ensemble > 1 and (d == 'best.pt' or re.fullmatch(r'member\d+', d) and int(d[6:]) >= ensemble))]
+    if extra:
+        raise InputError(f"{out_dir} already holds {', '.join(sorted(extra))} of another grade model, which would be "
+                         f"used with these: remove {'them' if len(extra) > 1 else 'it'} or choose another --out_dir")
 
 # data: every graded route of a split as one padded row, built once, so a batch is a gather
 folder = os.path.join(data_root, dataset)
@@ -108,10 +124,7 @@ if not len(splits['train']['target']):
     raise InputError(f"no graded training routes in {folder}: train_grade.py needs routes with a known grade")
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded routes" for s in SPLITS)
       + f"; vocabulary {len(meta['itos']):,}")
-if not max_iters:
-    max_iters = iterations_for(epochs, len(splits['train']['target']), batch_size * gradient_accumulation_steps)
-    print(f"max_iters {max_iters:,}: {epochs:g} epochs of {len(splits['train']['target']):,} routes")
-config.update(max_iters=max_iters, lr_decay_iters=lr_decay_iters or max_iters)
+config = sized_schedule(config, len(splits['train']['target']))
 
 
 def get_batch(split, generator):
@@ -149,13 +162,14 @@ def evaluate(model):
 
 model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                          dropout=dropout, bias=bias)
-folders = [out_dir] if ensemble == 1 else [os.path.join(out_dir, f'member{k}') for k in range(ensemble)]
+ks = [member] if member >= 0 else range(ensemble)
+folders = [out_dir] if ensemble == 1 else [member_dir(out_dir, k) for k in ks]
 t0 = time.time()
-for k, folder in enumerate(folders):
+for k, folder in zip(ks, folders):
     if ensemble > 1:
         print(f"\nensemble member {k + 1} of {ensemble}: seed {seed + k}, {folder}")
     model, metrics = train(dict(config, seed=seed + k, out_dir=folder), model_args, build_grader, get_batch, evaluate)
-print(f"trained {ensemble} model(s) in {format_seconds(time.time() - t0)}")
+print(f"trained {len(folders)} model(s) in {format_seconds(time.time() - t0)}")
 
 # -----------------------------------------------------------------------------
 # the test split: the best checkpoints by val MAE, beside the ridge baseline fitted on the same rows
@@ -167,7 +181,7 @@ if int(os.environ.get('RANK', 0)) == 0:
     print(f"ridge baseline: l2 {l2:g} (val MAE {val_mae:.3f}), fitted in {time.time() - t0:.1f}s")
     # calibration: each best.pt's temperature chosen on val (the least NLL of the val grades), saved in it
     val = splits['val']
-    for path in grade_checkpoints(out_dir):
+    for path in [os.path.join(f, 'best.pt') for f in folders]:  # this run's: another process may be training the rest
         member = load_grader(path, meta, device)
         raw = grade_routes(member, val['inputs'], val['angle'])
         classes = grade_classes(val['difficulty'], member.grade_min, member.n_grades)
@@ -180,13 +194,13 @@ if int(os.environ.get('RANK', 0)) == 0:
         print(f"calibrated {path}: temperature {member.temperature:.3f}, val ECE {ece[0]:.3f} -> {ece[1]:.3f}, "
               f"val MAE {mae[0]:.3f} -> {mae[1]:.3f}")
     test = splits['test']
-    best = load_grader(out_dir, meta, device)
+    best = load_grader(out_dir if len(folders) > 1 else folders[0], meta, device)
     graded = grade_routes(best, test['inputs'], test['angle'])
     predictions = dict(model=graded['difficulty'])
-    if ensemble > 1:
+    if len(folders) > 1:
         predictions['member0'] = grade_routes(best.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = ridge_predict(coef, ridge_design(test['inputs'], test['angle'], token_role))
-    print(f"\ntest split, best.pt of {ensemble} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))
+    print(f"\ntest split, best.pt of {len(folders)} model(s):\n" + grade_report(grade_metrics_by_board(test, predictions)))
     classes = grade_classes(test['difficulty'], best.grade_min, best.n_grades)
     print('expected calibration error of the grade distribution on test: ' + ', '.join(
         f"{b} {calibration(graded['probs'][test['board'] == b], classes[test['board'] == b])['ece']:.3f}"

@@ -102,6 +102,16 @@ def iterations_for(epochs, routes, per_iter):
     return max(1, math.ceil(epochs * routes / per_iter))
 
 
+def sized_schedule(config, routes):
+    """config with max_iters 0 replaced by config['epochs'] passes over routes training routes, and
+    lr_decay_iters 0 by max_iters (the cosine ends where training does), said in one line."""
+    max_iters = config['max_iters']
+    if not max_iters:
+        max_iters = iterations_for(config['epochs'], routes, config['batch_size'] * config['gradient_accumulation_steps'])
+        print(f"max_iters {max_iters:,}: {config['epochs']:g} epochs of {routes:,} routes")
+    return dict(config, max_iters=max_iters, lr_decay_iters=config['lr_decay_iters'] or max_iters)
+
+
 def format_seconds(s):
     s = int(s)
     return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'

@@ -22,3 +22,4 @@ warmup_iters = 5
 lr_decay_iters = 40
 learning_rate = 1e-2
 min_lr = 1e-3
+ensemble = 1  # one grade model: the tests' checkpoints are out_dir/best.pt

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, error_line, run, shared
-from model import GPT, ModelConfig, generate, read_history
+from model import GPT, ModelConfig, SelfAttention, generate, read_history
 from routes import END, DecodingRules, Grammar, load_meta
 
 
@@ -244,3 +244,17 @@ def test_sampler_draws_from_the_model_distribution():
     out = generate(Fixed(), torch.zeros(n, 1, dtype=torch.long), Rules(), generator=torch.Generator().manual_seed(1))
     counts = torch.bincount(out[:, 1], minlength=6).float() / n
     assert counts[1] == 0 and torch.allclose(counts, probs, atol=0.01)
+
+
+def test_short_attention_is_what_sdpa_computes():
+    """The CPU's attention (plain matmuls, softmax written out) against scaled_dot_product_attention:
+    causal, with a padding mask, and with neither."""
+    torch.manual_seed(0)
+    attention = SelfAttention(ModelConfig(n_embd=32, n_head=4, dropout=0.0)).eval()
+    q, k, v = (torch.randn(3, 4, 7, 8) for _ in range(3))
+    mask = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    mask[0, ..., 5:] = False
+    mask[2, ..., 1:] = False
+    for causal, m in [(True, None), (False, mask), (False, None)]:
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal)
+        assert torch.allclose(attention.short_attention(q, k, v, causal, m), want, atol=1e-6)

@@ -97,6 +97,38 @@ def test_training_loss_falls_and_beats_the_mean(trained):
     assert ckpt['temperature'] == pytest.approx(t, abs=5e-4) and load_grader(trained['checkpoint'], meta).temperature == ckpt['temperature']
 
 
+def test_an_ensemble_trains_calibrates_and_is_scored_as_one(trained, tmp_path):
+    """--ensemble=2: two seeds in member0/1, each calibrated on val, then scored on test together
+    beside the first member alone (the run used to crash there, handing load_grader a torch.device)."""
+    out = tmp_path / 'ens'
+    args = [a for a in TRAIN_ARGS if not a.startswith(('--max_iters', '--lr_decay_iters'))]
+    proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={out}', *args,
+               '--max_iters=60', '--lr_decay_iters=60', '--ensemble=2')
+    assert 'ensemble member 2 of 2: seed 1338' in proc.stdout and 'trained 2 model(s)' in proc.stdout
+    report = proc.stdout[proc.stdout.index('test split, best.pt of 2 model(s)'):]
+    assert 'model (all)' in report and 'member0 (all)' in report and 'ridge (all)' in report
+    ckpts = [torch.load(out / f'member{k}' / 'best.pt', map_location='cpu', weights_only=True) for k in range(2)]
+    assert all(c['temperature'] > 0 for c in ckpts) and proc.stdout.count('calibrated ') == 2
+    assert not torch.equal(ckpts[0]['model']['wte.weight'], ckpts[1]['model']['wte.weight'])  # two seeds, two models
+    ensemble = load_grader(str(out), trained['meta'])
+    assert len(ensemble.members) == 2
+    # --member=1 alone (as a second process would) trains the same model as member 1 above
+    alone = tmp_path / 'alone'
+    proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={alone}', *args,
+               '--max_iters=60', '--lr_decay_iters=60', '--ensemble=2', '--member=1')
+    assert 'ensemble member 2 of 2: seed 1338' in proc.stdout and 'test split, best.pt of 1 model(s)' in proc.stdout
+    assert sorted(os.listdir(alone)) == ['member1']
+    mine = torch.load(alone / 'member1' / 'best.pt', map_location='cpu', weights_only=True)
+    for name, value in ckpts[1]['model'].items():
+        assert torch.allclose(mine['model'][name], value, atol=1e-6), name
+    # a single model is not written beside an ensemble's members (the two would be averaged), nor a member out of range
+    for bad, message in [(['--ensemble=1'], f"{out} already holds member0, member1 of another grade model"),
+                         (['--ensemble=2', '--member=2'], "member must be one of the ensemble's 0..1")]:
+        proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={out}', *args, *bad,
+                   check=False)
+        assert proc.returncode != 0 and message in error_line(proc)
+
+
 def test_prediction_depends_on_the_holds_not_the_padding(trained):
     meta = trained['meta']
     grammar = Grammar(meta)
