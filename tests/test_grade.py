@@ -103,7 +103,7 @@ def test_an_ensemble_trains_calibrates_and_is_scored_as_one(trained, tmp_path):
     out = tmp_path / 'ens'
     args = [a for a in TRAIN_ARGS if not a.startswith(('--max_iters', '--lr_decay_iters'))]
     proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={out}', *args,
-               '--max_iters=60', '--lr_decay_iters=60', '--ensemble=2')
+               '--max_iters=20', '--lr_decay_iters=20', '--ensemble=2')
     assert 'ensemble member 2 of 2: seed 1338' in proc.stdout and 'trained 2 model(s)' in proc.stdout
     report = proc.stdout[proc.stdout.index('test split, best.pt of 2 model(s)'):]
     assert 'model (all)' in report and 'member0 (all)' in report and 'ridge (all)' in report
@@ -115,7 +115,7 @@ def test_an_ensemble_trains_calibrates_and_is_scored_as_one(trained, tmp_path):
     # --member=1 alone (as a second process would) trains the same model as member 1 above
     alone = tmp_path / 'alone'
     proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={alone}', *args,
-               '--max_iters=60', '--lr_decay_iters=60', '--ensemble=2', '--member=1')
+               '--max_iters=20', '--lr_decay_iters=20', '--ensemble=2', '--member=1')
     assert 'ensemble member 2 of 2: seed 1338' in proc.stdout and 'test split, best.pt of 1 model(s)' in proc.stdout
     assert sorted(os.listdir(alone)) == ['member1']
     mine = torch.load(alone / 'member1' / 'best.pt', map_location='cpu', weights_only=True)
