@@ -77,6 +77,7 @@ configure(globals())
 check_device(device)
 if not os.path.isfile(config):
     raise InputError(f"config file {config} not found (e.g. --config=config/kilter.py)")
+dataset = os.path.basename(config)[:-3]  # the folder prepare.py writes it into
 torch.manual_seed(seed)
 rows = []  # (what, figure, unit, note)
 
@@ -199,7 +200,6 @@ if scale:
     raise SystemExit
 
 
-
 def timed(fn, repeat):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -252,7 +252,6 @@ if page:
     import urllib.request
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # what a forked step's peak starts from
     tmp = tempfile.mkdtemp(prefix='boardgpt-page-')
-    dataset = os.path.basename(config)[:-3]
     common = [f'--data_root={tmp}/data', f'--device={device}']
     gen_dir, grade_dir = f'{tmp}/out/gen', f'{tmp}/out/grade'
     times = {'prepare': step('prepare', ['prepare.py', config, f'--data_root={tmp}/data', *([f'--db={db}'] if db else [])])}
@@ -308,7 +307,6 @@ proc = subprocess.run([sys.executable, 'prepare.py', config, f'--data_root={tmp}
 if proc.returncode:  # its own error line says what is wrong (most often: no database at the config's path)
     raise InputError(f"prepare.py {config} failed: {proc.stderr.strip().splitlines()[-1]}")
 rows.append(('prepare.py', time.perf_counter() - t0, 's', f'{config}, wall time incl. start-up'))
-dataset = os.path.basename(config)[:-3]
 meta = load_meta(os.path.join(tmp, dataset))
 lengths = np.diff(meta['splits']['train']['offset']) - 1
 print(f"prepare.py: {rows[-1][1]:.1f}s", flush=True)

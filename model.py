@@ -585,17 +585,21 @@ def member_dir(folder, k):
     return os.path.join(folder, f'member{k}')
 
 
+def member_indices(folder):
+    """The k of every member<k> folder in folder, in order (member10 after member9)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(d[len('member'):]) for d in os.listdir(folder) if re.fullmatch(r'member\d+', d))
+
+
 def grade_checkpoints(folder):
     """The checkpoints of a grade model folder: folder/best.pt for one model, or
     folder/member<k>/best.pt for an ensemble (train_grade.py --ensemble=K), in the order of k."""
     single = os.path.join(folder, 'best.pt')
     if os.path.isfile(single):
         return [single]
-    if not os.path.isdir(folder):
-        return []
-    ks = sorted(int(d[6:]) for d in os.listdir(folder) if re.fullmatch(r'member\d+', d))
-    return [os.path.join(member_dir(folder, k), 'best.pt') for k in ks
-            if os.path.isfile(os.path.join(member_dir(folder, k), 'best.pt'))]
+    paths = [os.path.join(member_dir(folder, k), 'best.pt') for k in member_indices(folder)]
+    return [p for p in paths if os.path.isfile(p)]
 
 
 def load_grader(path, meta, device='cpu'):

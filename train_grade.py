@@ -24,7 +24,6 @@ scored on the test split, per board.
 """
 
 import os
-import re
 import time
 
 import numpy as np
@@ -34,7 +33,7 @@ from configurator import configure
 from metrics import (ascent_weights, calibration, fit_temperature, grade_classes, grade_metrics_by_board, grade_report,
                      ridge_baseline, ridge_design, ridge_predict)
 from model import (build_grader, checkpoint_dir, grade_routes, grader_args, load_checkpoint, load_grader,
-                   member_dir)
+                   member_dir, member_indices)
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
 from trainer import format_seconds, sized_schedule, save_atomic, similar_length_batch, train
 
@@ -93,12 +92,12 @@ if not -1 <= member < ensemble or (member >= 0 and ensemble == 1):
     raise InputError(f"member must be one of the ensemble's 0..{ensemble - 1} (of --ensemble=K, K > 1), or -1, got {member}")
 # what grade.py and the page will load from out_dir must be these models only: no model of another
 # layout or an earlier, larger ensemble left beside them to be averaged in
-if os.path.isdir(out_dir):
-    extra = [d for d in os.listdir(out_dir) if (ensemble == 1 and re.fullmatch(r'member\d+', d))
-             or (ensemble > 1 and (d == 'best.pt' or re.fullmatch(r'member\d+', d) and int(d[6:]) >= ensemble))]
-    if extra:
-        raise InputError(f"{out_dir} already holds {', '.join(sorted(extra))} of another grade model, which would be "
-                         f"used with these: remove {'them' if len(extra) > 1 else 'it'} or choose another --out_dir")
+others = [k for k in member_indices(out_dir) if ensemble == 1 or k >= ensemble]
+extra = [os.path.basename(member_dir(out_dir, k)) for k in others]
+extra += ['best.pt'] if ensemble > 1 and os.path.isfile(os.path.join(out_dir, 'best.pt')) else []
+if extra:
+    raise InputError(f"{out_dir} already holds {', '.join(extra)} of another grade model, which would be "
+                     f"used with these: remove {'them' if len(extra) > 1 else 'it'} or choose another --out_dir")
 
 # data: every graded route of a split as one padded row, built once, so a batch is a gather
 folder = os.path.join(data_root, dataset)
