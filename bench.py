@@ -24,7 +24,8 @@ as big as the real layout-1 snapshot is to ours.
 
 instead times the README's database-to-page block at the default settings (prepare, the generator
 and the grade models trained at once, the page up), with the matmul peak of the machine, the
-generator's val loss and the grade ensemble's test figures.
+generator's val loss and the test figures of the grade model (the grade models joined by the
+generator's grade posterior) and of the grade models alone.
 """
 
 import gzip
@@ -46,7 +47,7 @@ import torch
 from configurator import configure
 from metrics import ClimbIndex, grade_metrics_by_board, grade_report
 from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, candidate_rounds, check_device, checkpoint_dir,
-                   grade_checkpoints, grade_routes, guide_rule, load_checkpoint, load_generator, load_grader,
+                   grade_checkpoints, grade_routes, guide_rule, join_generator, load_checkpoint, load_generator, load_grader,
                    read_history, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, select
 from trainer import bf16_is_fast, format_seconds
@@ -72,6 +73,7 @@ seed = 1337
 scale = 0  # > 0: time and peak memory of every step, on --snapshot as it is and grown this many times
 snapshot = ''  # a boardsesh snapshot folder with a Kilter layout-1 file (see README, Getting a board database)
 page = False  # True: the README's database-to-page block at the default settings, each step timed (minutes)
+page_dir = ''  # --page: keep its data and models in this new folder (data/, out/gen, out/grade); default: a temporary one, removed
 # -----------------------------------------------------------------------------
 configure(globals())
 check_device(device)
@@ -251,7 +253,10 @@ if page:
     import resource  # only this section (and step) needs these
     import urllib.request
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # what a forked step's peak starts from
-    tmp = tempfile.mkdtemp(prefix='boardgpt-page-')
+    if page_dir and os.path.exists(page_dir):
+        raise InputError(f"{page_dir} already exists: --page_dir must be a new folder")
+    tmp = page_dir or tempfile.mkdtemp(prefix='boardgpt-page-')
+    os.makedirs(tmp, exist_ok=True)
     common = [f'--data_root={tmp}/data', f'--device={device}']
     gen_dir, grade_dir = f'{tmp}/out/gen', f'{tmp}/out/grade'
     times = {'prepare': step('prepare', ['prepare.py', config, f'--data_root={tmp}/data', *([f'--db={db}'] if db else [])])}
@@ -274,8 +279,11 @@ if page:
     meta = load_meta(os.path.join(tmp, 'data', dataset))
     test = load_split(os.path.join(tmp, 'data', dataset), meta, 'test')
     test = select(test, ~np.isnan(test['difficulty']))
-    grader = load_grader(grade_dir, meta)
-    predicted = grade_routes(grader, [encoder_input(t) for t in test['tokens']], test['angle'])['difficulty']
+    guide = load_grader(grade_dir, meta)
+    grader = join_generator(guide, load_generator(os.path.join(gen_dir, 'best.pt'), meta), meta)  # what the page grades with
+    inputs = [encoder_input(t) for t in test['tokens']]
+    predicted = {name: grade_routes(m, inputs, test['angle'])['difficulty']
+                 for name, m in (('model', grader), ('grade models', guide))}
     print(f"\n{config}: {os.cpu_count()} cores, {threads} thread(s) a training; matmul peak "
           + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()))
     print(f"{'step':26} {'wall':>8} {'peak MB':>8}   (a step's peak counts bench's own {floor:,.0f} MB, forked from it)")
@@ -284,9 +292,13 @@ if page:
     total = times['prepare'][0] + times['the trainings, at once'][0] + times['serve (up, one page)'][0]
     print(f"{'database to page':26} {format_seconds(total):>8}")
     print(f"\ngenerator: val loss {best.get('val_loss_per_route', best['val_loss']):.2f} per route (iteration {best['iter']})")
-    print(f"grade models ({len(grader.paths)}), test split:\n"
-          + grade_report(grade_metrics_by_board(test, dict(model=predicted))))
-    shutil.rmtree(tmp)
+    print(f"grade model ({len(guide.paths)} grade models joined by the generator; and those alone), test split:\n"
+          + grade_report(grade_metrics_by_board(test, predicted)))
+    if page_dir:
+        print(f"\nkept in {page_dir}: serve it with python serve.py {config} --data_root={page_dir}/data "
+              f"--gen_dir={gen_dir} --grade_dir={grade_dir}")
+    else:
+        shutil.rmtree(tmp)
     raise SystemExit
 
 
@@ -411,6 +423,14 @@ if grade_checkpoints(grade_dir):
                  f'{candidates / guided_routes:.1f} candidates a route, generated and graded'))
     rows.append(('guided sampling, share of peak', 100 * candidates / t * flops / peak['float32'], '%',
                  'those FLOPs at the rate measured, against the fp32 matmul peak'))
+
+    # grading: the grade models alone (the guide) against the grade model the page and grade.py use
+    val = load_split(os.path.join(tmp, dataset), meta, 'val')
+    inputs, angles = [encoder_input(t) for t in val['tokens'][:256]], val['angle'][:256]
+    joined = join_generator(grader, gpt, meta)
+    for name, m in (('grading, grade models', grader), ('grading, joined by the generator', joined)):
+        t = timed(lambda: grade_routes(m, inputs, angles), 1)
+        rows.append((name, len(inputs) / t, 'routes/s', f'{len(inputs)} val routes, {len(m.paths)} model(s)'))
 
 # -----------------------------------------------------------------------------
 # serve.py under load: 1, 8 and 32 clients at once over HTTP, half generate (one guided route) and

@@ -6,8 +6,9 @@ One report on both models, in numbers and pictures.
     python evaluate.py config/kilter.py --size='8 x 12'     # for one wall: out/kilter/report-size8/
 
 Writes out/<dataset>/report/report.json and report.html (self-contained: inline SVG, no network):
-- the grade model on the test split, beside a ridge baseline on hold-and-angle features (if a
-  grade checkpoint exists: python train_grade.py <config>);
+- the grade model on the test split (the grade models joined by the generator's grade
+  posterior, model.join_generator), beside the grade models alone, their first member alone and a
+  ridge baseline on hold-and-angle features (if a grade checkpoint exists: python train_grade.py <config>);
 - the generator: val loss per token and per route; routes sampled for (angle, grade) prompts
   drawn like the real test routes, plain and grade-guided (best_of candidates, the one the grade
   model puts nearest the asked grade kept, known climbs dropped), then validity, distinct and copy
@@ -43,7 +44,7 @@ from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from metrics import ClimbIndex
 from model import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, check_device, check_sampling, checkpoint_dir,
-                   encoder_tables, grade_checkpoints, grade_routes, guide_rule, load_generator, load_grader, read_history,
+                   encoder_tables, grade_checkpoints, grade_routes, guide_rule, join_generator, load_generator, load_grader, read_history,
                    route_nll, sample_routes)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
@@ -113,14 +114,15 @@ board_specs = {b['name']: b for b in meta['boards']}
 gpt = load_generator(os.path.join(gen_dir, 'best.pt'), meta, device)
 gen_iteration = gpt.iteration
 log(f"generator: {gen_dir}/best.pt, iteration {gen_iteration}, {gpt.num_params() / 1e6:.2f}M parameters")
-grader = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None
-judge = load_grader(judge_dir, meta, device) if grade_checkpoints(judge_dir) else grader
-if grader is None:
+guide = load_grader(grade_dir, meta, device) if grade_checkpoints(grade_dir) else None  # guides sampling
+grader = guide and join_generator(guide, gpt, meta)  # grades the test split: the generator's posterior joined
+judge = load_grader(judge_dir, meta, device) if grade_checkpoints(judge_dir) else guide
+if guide is None:
     log(f"no grade model in {grade_dir}: guided sampling, grade consistency and embedding distances are skipped "
         f"(train one with python train_grade.py config/{dataset}.py)")
 else:
-    log(f"grade model: {', '.join(grader.paths)}; judge: {', '.join(judge.paths)}"
-        + ('' if judge is not grader else ' (the same model: guided figures are not independent)'))
+    log(f"grade model: {', '.join(grader.paths)}; guide: {', '.join(guide.paths)}; judge: {', '.join(judge.paths)}"
+        + ('' if judge is not guide else ' (the guide: guided figures are not independent)'))
 known = ClimbIndex(grammar, list(data.values()))
 torch.manual_seed(seed)
 rng = random.Random(seed)
@@ -130,7 +132,8 @@ rng = random.Random(seed)
 val_nll = route_nll(gpt, [r['tokens'] for r in routes['val']])
 val_tokens = sum(len(r['tokens']) - CONDITIONING for r in routes['val'])
 report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.paths, judge=judge and judge.paths,
-              guide=dict(best_of=best_of, at_once=at_once, accept=accept, tolerance=tolerance), generator=dict(
+              guide=dict(models=guide and guide.paths, best_of=best_of, at_once=at_once, accept=accept, tolerance=tolerance),
+              generator=dict(
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
 log(f"val loss {report['generator']['val_loss_per_token']:.4f} per token, "
     f"{report['generator']['val_loss_per_route']:.2f} per route ({len(val_nll):,} routes)")
@@ -158,7 +161,7 @@ def sampler(guided):
         out, stats, step = [], dict(drawn=0, copies=0, more=0, redrawn=0), max(1, sample_batch // per_prompt)
         for i in range(0, len(prompts), step):
             chunk, chunk_stats = sample_routes(gpt, grammar, prompts[i:i + step], None, temperature, top_k, top_p,
-                                               generator, *((grader, best_of, known) if guided else ()), tolerance=tolerance,
+                                               generator, *((guide, best_of, known) if guided else ()), tolerance=tolerance,
                                                walls=walls[i:i + step], at_once=at_once, accept=accept)
             out += [r['tokens'] for r in chunk]
             stats = {k: stats[k] + chunk_stats[k] for k in stats}
@@ -168,7 +171,7 @@ def sampler(guided):
 
 
 baseline = metrics.FrequencyBaseline(grammar, routes['train'])
-samplers = [('gpt', sampler(False))] + ([('gpt, guided', sampler(True))] if grader is not None else []) \
+samplers = [('gpt', sampler(False))] + ([('gpt, guided', sampler(True))] if guide is not None else []) \
     + [('frequency baseline', baseline.sample)]
 samples = {}
 for name, sample in samplers:
@@ -256,8 +259,10 @@ if grader is not None and wall is None:
     test = rows['test']
     graded_test = grade_routes(grader, test['inputs'], test['angle'])
     predictions = dict(model=graded_test['difficulty'])
-    if len(grader.paths) > 1:  # an ensemble: its first member alone, to show what the ensemble adds
-        predictions['single'] = grade_routes(grader.members[0], test['inputs'], test['angle'])['difficulty']
+    # what the generator adds (the grade models alone), and what the ensemble adds (its first member alone)
+    predictions['grade models'] = grade_routes(guide, test['inputs'], test['angle'])['difficulty']
+    if len(guide.paths) > 1:
+        predictions['single'] = grade_routes(guide.members[0], test['inputs'], test['angle'])['difficulty']
     predictions['ridge'] = metrics.ridge_predict(coef, metrics.ridge_design(test['inputs'], test['angle'], token_role))
     report['grade'] = metrics.grade_metrics_by_board(test, predictions)
     for b, entry in report['grade'].items():
@@ -290,7 +295,7 @@ def num(x, digits=3):
 
 
 judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
-    ' (also the guiding model: not independent)' if judge is grader else ', a model that did not guide')
+    ' (also the guiding model: not independent)' if judge is guide else ', a model that did not guide')
 views = {b: walls[b].view() if walls[b] else board_specs[b] for b in boards}  # a wall is drawn with its holds only
 on_wall = '' if wall is None else (
     f"On the wall {wall.title} ({len(wall.placements)} holds): prompts and realism from the {len(real_test):,} real "
@@ -301,10 +306,12 @@ html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
         f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the {guide_rule(best_of, at_once, accept)} "
-        f"by {escape(', '.join(grader.paths) if grader else '-')}; grade consistency judged by {escape(judged_by)}.</p>"]
+        f"by {escape(', '.join(guide.paths) if guide else '-')}; grade consistency judged by {escape(judged_by)}; "
+        f"the test split graded by {escape(', '.join(grader.paths) if grader else '-')} (the generator's posterior "
+        f"joined).</p>"]
 # where learning stopped: every model's loss history, the checkpoint kept marked
 runs = [('generator', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
-for role, m in (('guide', grader), ('judge', judge if judge is not grader else None)):
+for role, m in (('guide', guide), ('judge', judge if judge is not guide else None)):
     runs += [(f'{role}: {os.path.dirname(p)}', os.path.dirname(p), ('val_loss', 'val_mae', 'train_mae'))
              for p in (m.paths if m else [])]
 html.append('<h2>Training curves</h2><div class="row">' + ''.join(

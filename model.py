@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from routes import CONDITIONING, END, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
+from routes import CONDITIONING, END, GRADES, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
 
 
 @dataclass
@@ -278,6 +278,11 @@ class GradeEncoder(Transformer):
         """pooled (B, C) from embed() -> (B, n_grades) log-probability of each grade."""
         return (self.head(pooled).float() / self.temperature).log_softmax(-1)
 
+    def grades(self, idx, angle):
+        """-> (log-probabilities (B, n_grades), pooled (B, C)), as GradeEnsemble.grades."""
+        pooled = self.embed(idx, angle)
+        return self.log_probs(pooled), pooled
+
     def forward(self, idx, angle, targets=None, weights=None):
         """-> (difficulty (B,), loss or None). Targets (B,) are continuous difficulties; weights
         (B,) weigh each route's loss."""
@@ -481,6 +486,7 @@ def load_generator(path, meta, device='cpu'):
         raise InputError(f"{path} is not a route generator checkpoint ({e})") from None
     model = _state(model, ckpt, path).to(device).eval()
     model.iteration = ckpt.get('iter_num')  # how far it was trained, for reports
+    model.path = path
     return model
 
 
@@ -526,23 +532,86 @@ class _Method(nn.Module):
         return getattr(self.module, self.method)(*args)
 
 
+# the generator's grade posterior joins the encoders' as a geometric mean of the two, log-weight
+# GENERATOR_WEIGHT each way, over the grades the encoders give at least GENERATOR_FLOOR (the generator is
+# asked 11 of the 24 grades on Kilter val, not all, for the same figures): chosen on Kilter val (README)
+GENERATOR_WEIGHT, GENERATOR_FLOOR = 0.5, 0.01
+
+
+class GeneratorGrades(nn.Module):
+    """The route generator read backwards, as a grade model, by Bayes' rule:
+    p(grade | holds, board, angle) is proportional to p(holds | board, angle, grade), the GPT's
+    likelihood of the route with that grade token in its prefix, times p(grade | board, angle), the
+    grades of the training split at that board and angle (add-one counts). It learns from every
+    route, graded or not, and from another objective than the encoder, so the two err apart."""
+
+    def __init__(self, gpt, meta, chunk=1024):
+        super().__init__()
+        self.gpt, self.chunk = gpt, chunk
+        stoi = {s: i for i, s in enumerate(meta['itos'])}
+        self.grade_min, self.n_grades = GRADES[0][0], len(GRADES)
+        self.register_buffer('grade_token', torch.tensor([stoi[f'<grade:{f}>'] for _, f, _ in GRADES]))
+        # prior[t_board, t_angle]: a table over the tokens at positions 0 and 1 of the encoder's input
+        boards = [i for i, k in enumerate(meta['kind']) if k == 'board']
+        angles = [i for i, k in enumerate(meta['kind']) if k == 'angle']
+        index = torch.full((len(meta['itos']),), -1, dtype=torch.long)
+        index[boards], index[angles] = torch.arange(len(boards)), torch.arange(len(angles))
+        counts = torch.ones(len(boards), len(angles), self.n_grades)
+        train = meta['splits']['train']
+        for b, a, d in zip(train['board'], train['angle'], train['difficulty']):
+            if d is not None:
+                angle = stoi.get(f'<angle:{"?" if a is None else int(a)}>', stoi['<angle:?>'])
+                g = min(max(int(round(d)), self.grade_min), self.grade_min + self.n_grades - 1) - self.grade_min
+                counts[index[stoi[f'<board:{b}>']], index[angle], g] += 1
+        self.register_buffer('index', index)
+        self.register_buffer('log_prior', (counts / counts.sum(-1, keepdim=True)).log())
+
+    @torch.no_grad()
+    def log_probs(self, idx, asked):
+        """idx (B, T) the encoder's inputs (<board> <angle> holds, padded with 0), asked (B, n_grades)
+        bool: the grades to weigh -> (B, n_grades) log-posterior over the asked grades (-inf elsewhere)."""
+        B, T = idx.shape
+        length = (idx != 0).sum(1)
+        seq = torch.zeros(B, T + 2, dtype=torch.long, device=idx.device)  # <board> <angle> <grade> holds <end>
+        seq[:, :2], seq[:, 3:T + 1] = idx[:, :2], idx[:, 2:]
+        seq[torch.arange(B, device=idx.device), length + 1] = END
+        y = seq[:, 1:].masked_fill(seq[:, 1:] == 0, -1)
+        y[:, :CONDITIONING - 1] = -1  # the conditioning tokens are given, not predicted
+        row, grade = asked.nonzero(as_tuple=True)
+        loglik = torch.empty(len(row), device=idx.device)
+        for i in range(0, len(row), self.chunk):  # one (route, grade) pair per row
+            r, g = row[i:i + self.chunk], grade[i:i + self.chunk]
+            x = seq[r, :-1].clone()
+            x[:, 2] = self.grade_token[g]
+            n = int(length[r].max()) + 1  # trim the padding the chunk shares
+            logits, _ = self.gpt(x[:, :n])
+            nll = F.cross_entropy(logits.float().transpose(1, 2), y[r, :n], ignore_index=-1, reduction='none')
+            loglik[i:i + self.chunk] = -nll.sum(1)
+        out = torch.full((B, self.n_grades), float('-inf'), device=idx.device)
+        out[row, grade] = loglik + self.log_prior[self.index[idx[row, 0]], self.index[idx[row, 1]], grade]
+        return out.log_softmax(-1)
+
+
 class GradeEnsemble(nn.Module):
     """Several grade models (seeds) as one: the mean of their grade distributions, and its
-    median. It answers embed / log_probs / median / forward like a single GradeEncoder.
+    median; with a generator (GeneratorGrades), that mean joined with the generator's posterior
+    (GENERATOR_WEIGHT, GENERATOR_FLOOR). It answers grades / embed / log_probs / median like a
+    single GradeEncoder; embed is the encoders' alone.
     batched: the members run as one call (torch.func.vmap over their stacked weights), which
     saves the launches of a call per member on a GPU; on a 2-core CPU, five Kilter-size members
     one by one were as fast or faster (15 routes: 95 vs 136 ms; 512: 4.7 vs 5.0 s), so there
     they run one by one. Both give the same grades."""
 
-    def __init__(self, members, batched=False):
+    def __init__(self, members, batched=False, generator=None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.generator = generator
         self.grade_min, self.n_grades = members[0].grade_min, members[0].n_grades
         self.batched = batched and len({json.dumps(vars(m.config), sort_keys=True) for m in members}) == 1
         self._stack = None  # (device, stacked weights), built on first use: members do not train here
 
     def stacked(self):
-        device = next(self.parameters()).device
+        device = next(self.members.parameters()).device
         if self._stack is None or self._stack[0] != device:
             params, buffers = torch.func.stack_module_state(list(self.members))
             self._stack = (device, {'module.' + k: v for k, v in {**params, **buffers}.items()})
@@ -562,6 +631,7 @@ class GradeEnsemble(nn.Module):
         return pooled.transpose(0, 1).flatten(1)  # (B, M * C): member by member, as the loop lays it out
 
     def log_probs(self, pooled):
+        """The encoders' mean distribution (no generator: it reads the route, not pooled)."""
         parts = pooled.chunk(len(self.members), -1)
         if self.batched:
             head = _Method(self.members[0], 'head')
@@ -573,11 +643,26 @@ class GradeEnsemble(nn.Module):
             probs = torch.stack([m.log_probs(p).exp() for m, p in zip(self.members, parts)]).mean(0)
         return probs.clamp(min=1e-12).log()
 
+    def grades(self, idx, angle):
+        """-> (log-probabilities (B, n_grades), pooled (B, C)): the encoders' mean, joined with
+        the generator's posterior where there is one."""
+        pooled = self.embed(idx, angle)
+        logp = self.log_probs(pooled)
+        if self.generator is None:
+            return logp, pooled
+        asked = logp.exp() >= GENERATOR_FLOOR
+        asked[torch.arange(len(asked)), logp.argmax(-1)] = True  # never none
+        # the generator shares out the encoders' mass on the asked grades; the others keep the encoders' own
+        mass = logp.masked_fill(~asked, float('-inf')).logsumexp(-1, keepdim=True)
+        gen = self.generator.log_probs(idx, asked) + mass
+        joined = torch.where(asked, (1 - GENERATOR_WEIGHT) * logp + GENERATOR_WEIGHT * gen, logp)
+        return joined.log_softmax(-1), pooled
+
     def median(self, probs):
         return self.members[0].median(probs)
 
     def forward(self, idx, angle, targets=None, weights=None):
-        return self.median(self.log_probs(self.embed(idx, angle)).exp()), None
+        return self.median(self.grades(idx, angle)[0].exp()), None
 
 
 def member_dir(folder, k):
@@ -628,6 +713,18 @@ def load_grader(path, meta, device='cpu'):
     return model.to(device).eval()
 
 
+def join_generator(grader, gpt, meta):
+    """A grader (load_grader) joined by the grade posterior of gpt (load_generator, trained on the
+    same dataset): the grade model grade.py, the page and evaluate.py grade with. The members are
+    shared, not copied; paths lists the generator's checkpoint after theirs. Guided sampling
+    keeps the grader alone: the generator's posterior costs a forward pass per grade asked."""
+    members = list(grader.members) if isinstance(grader, GradeEnsemble) else [grader]
+    device = next(grader.parameters()).device
+    joined = GradeEnsemble(members, batched=getattr(grader, 'batched', False), generator=GeneratorGrades(gpt, meta))
+    joined.paths = grader.paths + [gpt.path]
+    return joined.to(device).eval()
+
+
 # -----------------------------------------------------------------------------
 # batched use of trained models
 
@@ -647,8 +744,8 @@ def grade_routes(model, inputs, angles, batch_size=128):
     for i in range(0, len(inputs), batch_size):
         chunk = order[i:i + batch_size]
         x = torch.from_numpy(pad([inputs[j] for j in chunk])).to(device)
-        pooled = model.embed(x, angles[chunk].to(device))
-        probs = model.log_probs(pooled).exp()
+        logp, pooled = model.grades(x, angles[chunk].to(device))
+        probs = logp.exp()
         for key, value in (('difficulty', model.median(probs)), ('probs', probs), ('embedding', pooled)):
             out[key].append(value.float().cpu().numpy())
     model.train(was_training)

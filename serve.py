@@ -7,7 +7,8 @@ boardgpt in the browser: one page to generate, edit, grade, complete and light r
     python serve.py config/kilter.py --size=14 --sets='Bolt Ons'   # the wall the page starts with
 
 The dataset's generator, grade model and known climbs are loaded once; a model that is missing
-only switches off what needs it. The page (web/) is our own HTML, CSS and JS, fetched from this
+only switches off what needs it. Grading joins the generator's grade posterior to the grade
+models' (model.join_generator); picking among sampled candidates uses the grade models alone. The page (web/) is our own HTML, CSS and JS, fetched from this
 server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
 
     GET  /api/board     boards (holds, edges, angles, roles, rules, sizes, hold sets, the default wall),
@@ -56,7 +57,7 @@ from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
 from metrics import ClimbIndex, stiff_or_soft
 from model import (ACCEPT, BEST_OF, Sampler, candidate_rounds, check_device, checkpoint_dir,
-                   curve_angles, grade_checkpoints, grade_curves, load_generator, load_grader, sample_batch)
+                   curve_angles, grade_checkpoints, grade_curves, join_generator, load_generator, load_grader, sample_batch)
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
                     load_split, parse_grade)
 
@@ -66,6 +67,8 @@ dataset = 'kilter'
 data_root = 'data'
 gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade
+generator_grades = True  # grade routes with the generator's grade posterior joined (model.join_generator);
+#                          False: the grade models alone, some 10 times faster
 host = '127.0.0.1'  # loopback only unless told otherwise
 port = 8000  # 0: any free port (the address printed is the real one)
 device = 'cpu'
@@ -109,9 +112,10 @@ try:
 except InputError as e:
     generator, missing['generator'] = None, str(e)
 if grade_checkpoints(grade_dir):
-    grader = load_grader(grade_dir, meta, device)
+    guide = load_grader(grade_dir, meta, device)  # picks among sampled candidates: the grade models alone, fast
+    grader = guide if generator is None or not generator_grades else join_generator(guide, generator, meta)
 else:
-    grader = None
+    guide = grader = None
     missing['grader'] = f"no grade model in {grade_dir}: train one (python train_grade.py config/{dataset}.py)"
 for line in missing.values():
     print(f"note: {line}", file=sys.stderr)
@@ -156,9 +160,9 @@ BOARD_JSON = dict(
     dataset=dataset, boards=[board_info(b) for b in meta['boards']], roles=list(ROLES), role_colors=ROLE_COLORS,
     grades=[dict(difficulty=d, font=f, v=v) for d, f, v in GRADES],
     style=dict(board=BOARD_FILL, holds=HOLD_FILL, labels=LABEL_FILL, geometry=GEOMETRY),
-    models=dict(generator=generator is not None, grader=len(grader.paths) if grader is not None else 0),
+    models=dict(generator=generator is not None, grader=len(guide.paths) if guide is not None else 0),
     missing=missing, limits=dict(count=max_count, best_of=max_best_of, body=max_body),
-    defaults=dict(count=default_count, best_of=best_of if grader is not None else 1),
+    defaults=dict(count=default_count, best_of=best_of if guide is not None else 1),
     bluetooth=dict(  # Web Bluetooth's requestDevice filters, then the write characteristics to try in order
         aurora=dict(filters=[dict(services=[lights.AURORA_ADVERTISED_UUID])], optional=[lights.AURORA_SERVICE_UUID],
                     writes=[dict(service=lights.AURORA_SERVICE_UUID, characteristic=lights.AURORA_WRITE_UUID,
@@ -376,11 +380,11 @@ class OneAtATime:
 
 def sample_alone(job):  # a request's routes with nobody sharing its rounds, from its seed again
     fresh = torch.Generator(device=device).manual_seed(job['seed'])
-    return sample_batch(generator, grammar, [dict(job, generator=fresh)], 0, 1.0, grader, known)[0]
+    return sample_batch(generator, grammar, [dict(job, generator=fresh)], 0, 1.0, guide, known)[0]
 
 
 if batch:
-    sampler = RoundBatcher('sampling', Sampler(generator, grammar, 0, 1.0, grader, known), sample_alone)
+    sampler = RoundBatcher('sampling', Sampler(generator, grammar, 0, 1.0, guide, known), sample_alone)
     grading = Batcher('grading', lambda routes: grade_curves(grader, grammar, routes))
 else:
     sampler = OneAtATime('sampling', lambda jobs: [sample_alone(job) for job in jobs])
@@ -432,7 +436,7 @@ def sampled(body, prompt_field):
         required, angle = [], grammar.check_angle(board, angle)
     if prompt_field == 'route' and not required:
         raise InputError("field 'route' is empty: give the partial route to complete")
-    k = field(body, 'best_of', (int,), best_of if grader is not None else 1)
+    k = field(body, 'best_of', (int,), best_of if guide is not None else 1)
     if not 1 <= k <= max_best_of:
         raise InputError(f"best_of must be 1..{max_best_of}, got {k}")
     seed = field(body, 'seed', (int,), None)

@@ -15,8 +15,9 @@ from conftest import error_line, run
 from fixtures import ROLE_IDS
 from metrics import (fit_ridge, grade_metrics, grade_metrics_by_board, grade_report, metrics_table, ridge_features,
                      ridge_predict)
-from model import encoder_tables, grade_routes, load_grader
-from routes import SPLITS, Grammar, encoder_input, font_grade, load_meta, load_split, v_number
+from model import (GENERATOR_FLOOR, GENERATOR_WEIGHT, GeneratorGrades, encoder_tables, grade_routes, join_generator,
+                   load_generator, load_grader, route_nll)
+from routes import GRADES, SPLITS, Grammar, encoder_input, font_grade, load_meta, load_split, pad, v_number
 
 
 def predict(model, inputs, angles):
@@ -65,8 +66,17 @@ def trained(tiny, tmp_path_factory):
 
 
 def cli(trained, *args, check=False):
+    """grade.py with the grade model alone (the generator's posterior has tests of its own below)."""
     return run('grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f"--checkpoint={trained['checkpoint']}",
-               *args, check=check)
+               '--generator=none', *args, check=check)
+
+
+@pytest.fixture(scope='module')
+def generator(trained):
+    """A tiny generator trained on the same data, for the grade posterior it gives."""
+    out = os.path.join(trained['root'], 'gen')
+    run('train_gen.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={out}', '--max_iters=40')
+    return os.path.join(out, 'best.pt')
 
 
 # -----------------------------------------------------------------------------
@@ -246,6 +256,84 @@ def test_cli_batch_reports_bad_lines_and_grades_the_rest(trained, tmp_path):
         assert o['board'] == 'tiny' and o['angle'] == angle
         expected = predict(model, [route_inputs(grammar, 'tiny', good['frames'], angle)[0]], [angle])[0]
         assert abs(o['difficulty'] - expected) < 0.006 and o['v'] == f'V{v_number(expected)}'
+
+
+# -----------------------------------------------------------------------------
+# the generator as a grade model
+
+def bayes_posterior(meta, gpt, tokens):
+    """Bayes' rule worked out route by route: the GPT's log-likelihood of the route under every
+    grade token, plus the log of the add-one counts of the train split's grades at its board and angle."""
+    grammar = Grammar(meta)
+    train = meta['splits']['train']
+    out = []
+    for t in tokens:
+        board, angle = grammar.token_board[t[0]], grammar.token_angle[t[1]]
+        counts = np.ones(len(GRADES))
+        for b, a, d in zip(train['board'], train['angle'], train['difficulty']):
+            if d is not None and b == board and a == angle:
+                counts[font_grade(d) - GRADES[0][0]] += 1
+        nll = route_nll(gpt, [t[:2] + [grammar.grade_token[g]] + t[3:] for g, _, _ in GRADES])
+        score = -nll + np.log(counts / counts.sum())
+        out.append(score - np.logaddexp.reduce(score))
+    return np.array(out)
+
+
+def test_the_generators_grades_are_bayes_rule(trained, generator):
+    meta = trained['meta']
+    gpt = load_generator(generator, meta)
+    val = load_split(os.path.join(trained['root'], 'tiny'), meta, 'val')
+    tokens = val['tokens'][:12]
+    expected = bayes_posterior(meta, gpt, tokens)
+    grades = GeneratorGrades(gpt, meta, chunk=50)  # several chunks, so their seams are covered
+    idx = torch.from_numpy(pad([encoder_input(t) for t in tokens]))
+    everything = torch.ones(len(tokens), len(GRADES), dtype=torch.bool)
+    np.testing.assert_allclose(grades.log_probs(idx, everything).numpy(), expected, atol=1e-4)
+    # asked about some grades only: the same posterior, renormalized over them, and nothing elsewhere
+    asked = torch.rand(len(tokens), len(GRADES), generator=torch.Generator().manual_seed(0)) < 0.4
+    asked[:, 5] = True
+    some = grades.log_probs(idx, asked).numpy()
+    assert np.isneginf(some[~asked.numpy()]).all()
+    restricted = np.where(asked.numpy(), expected, -np.inf)
+    np.testing.assert_allclose(some[asked.numpy()], (restricted - np.logaddexp.reduce(restricted, 1, keepdims=True))[asked.numpy()],
+                               atol=1e-4)
+
+
+def test_a_grade_model_joined_by_the_generator(trained, generator):
+    """Over the grades the grade model gives at least GENERATOR_FLOOR, the geometric mean of its
+    distribution and the generator's posterior (scaled to the grade model's mass there); elsewhere
+    the grade model's own; the members are shared, not copied."""
+    meta = trained['meta']
+    gpt, guide = load_generator(generator, meta), load_grader(trained['checkpoint'], meta)
+    joined = join_generator(guide, gpt, meta)
+    assert joined.members[0] is guide and joined.paths == [trained['checkpoint'], generator]
+    val = load_split(os.path.join(trained['root'], 'tiny'), meta, 'val')
+    tokens, angles = val['tokens'][:12], val['angle'][:12]
+    alone = grade_routes(guide, [encoder_input(t) for t in tokens], angles)['probs']
+    together = grade_routes(joined, [encoder_input(t) for t in tokens], angles)
+    asked = (alone >= GENERATOR_FLOOR) | (alone == alone.max(1, keepdims=True))
+    assert (~asked).any() and (asked.sum(1) > 1).any()  # both branches are exercised
+    posterior = np.where(asked, bayes_posterior(meta, gpt, tokens), -np.inf)
+    posterior -= np.logaddexp.reduce(posterior, 1, keepdims=True)  # over the asked grades
+    mass = np.log(np.where(asked, alone, 0).sum(1, keepdims=True))
+    score = np.where(asked, (1 - GENERATOR_WEIGHT) * np.log(alone) + GENERATOR_WEIGHT * (posterior + mass), np.log(alone))
+    expected = np.exp(score - np.logaddexp.reduce(score, 1, keepdims=True))
+    np.testing.assert_allclose(together['probs'], expected, atol=1e-4)
+    assert not np.allclose(together['probs'], alone, atol=1e-3)  # the generator did move them
+    median = np.array([joined.median(torch.tensor(p)[None]).item() for p in expected])
+    np.testing.assert_allclose(together['difficulty'], median, atol=1e-4)
+
+
+def test_cli_grades_with_the_generator(trained, generator):
+    route = 'p1002r12p1014r13p1021r13p1027r13p1044r14'
+    base = ['grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f"--checkpoint={trained['checkpoint']}",
+            f'--frames={route}', '--angle=40']
+    proc = run(*base, f'--generator={generator}')
+    printed = float(re.search(r'difficulty ([\d.]+)', proc.stdout).group(1))
+    meta, grammar = trained['meta'], Grammar(trained['meta'])
+    joined = join_generator(load_grader(trained['checkpoint'], meta), load_generator(generator, meta), meta)
+    assert abs(printed - predict(joined, [route_inputs(grammar, 'tiny', route, 40)[0]], [40])[0]) < 0.006
+    assert 'no checkpoint' in error_line(run(*base, f"--generator={trained['root']}/missing.pt", check=False))
 
 
 def test_cli_without_a_model_is_one_line_error(trained, tmp_path):

@@ -44,6 +44,10 @@ class HoldCountGrader(torch.nn.Module):
     def median(self, probs):
         return self.grade_min + probs.argmax(-1).float()
 
+    def grades(self, idx, angle):
+        pooled = self.embed(idx, angle)
+        return self.log_probs(pooled), pooled
+
 
 def test_guided_sampling_keeps_the_candidate_nearest_the_asked_grade(tiny_data):
     meta, grammar, _ = tiny_data
