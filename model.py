@@ -10,6 +10,8 @@ The two models of boardgpt, on one set of transformer blocks:
   each hold carrying its token (hold and role), its (x, y) on the board and its role; the angle
   enters as a token and as a number. A pooled head scores every grade; its median is the
   predicted difficulty.
+- GeneratorGrades: the GPT read backwards as a grade model, by Bayes' rule over its grade tokens;
+  join_generator sets it beside the encoders, and that is what routes are graded with.
 """
 
 import inspect
