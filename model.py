@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from routes import CONDITIONING, END, GRADES, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, InputError, encoder_input, pad
+from routes import (CONDITIONING, END, GRADES, MAX_DIFFICULTY, MIN_DIFFICULTY, ROLES, DecodingRules, Grammar, InputError,
+                    encoder_input, font_grade, pad)
 
 
 @dataclass
@@ -550,23 +551,22 @@ class GeneratorGrades(nn.Module):
     def __init__(self, gpt, meta, chunk=1024):
         super().__init__()
         self.gpt, self.chunk = gpt, chunk
-        stoi = {s: i for i, s in enumerate(meta['itos'])}
-        self.grade_min, self.n_grades = GRADES[0][0], len(GRADES)
-        self.register_buffer('grade_token', torch.tensor([stoi[f'<grade:{f}>'] for _, f, _ in GRADES]))
-        # prior[t_board, t_angle]: a table over the tokens at positions 0 and 1 of the encoder's input
-        boards = [i for i, k in enumerate(meta['kind']) if k == 'board']
-        angles = [i for i, k in enumerate(meta['kind']) if k == 'angle']
-        index = torch.full((len(meta['itos']),), -1, dtype=torch.long)
-        index[boards], index[angles] = torch.arange(len(boards)), torch.arange(len(angles))
-        counts = torch.ones(len(boards), len(angles), self.n_grades)
+        grammar = Grammar(meta)  # the one home of the board, angle and grade tokens
+        self.grade_min, self.n_grades = MIN_DIFFICULTY, len(GRADES)
+        self.register_buffer('grade_token', torch.tensor([grammar.grade_token[d] for d, _, _ in GRADES]))
+        # log_prior[index[board token], index[angle token]]: the tokens at positions 0 and 1 of the encoder's input
+        boards, angles = list(grammar.token_board), list(grammar.token_angle)
+        index = np.full(grammar.vocab_size, -1)
+        index[boards], index[angles] = np.arange(len(boards)), np.arange(len(angles))
         train = meta['splits']['train']
-        for b, a, d in zip(train['board'], train['angle'], train['difficulty']):
-            if d is not None:
-                angle = stoi.get(f'<angle:{"?" if a is None else int(a)}>', stoi['<angle:?>'])
-                g = min(max(int(round(d)), self.grade_min), self.grade_min + self.n_grades - 1) - self.grade_min
-                counts[index[stoi[f'<board:{b}>']], index[angle], g] += 1
-        self.register_buffer('index', index)
-        self.register_buffer('log_prior', (counts / counts.sum(-1, keepdim=True)).log())
+        rows = [(grammar.board_token[b], grammar.angle_token.get(None if a is None else int(a), grammar.angle_token[None]), d)
+                for b, a, d in zip(train['board'], train['angle'], train['difficulty']) if d is not None]
+        counts = np.ones((len(boards), len(angles), self.n_grades))
+        if rows:  # counted at once, not row by row: this runs at every start of the page
+            board_t, angle_t, d = (np.array(column) for column in zip(*rows))
+            np.add.at(counts, (index[board_t], index[angle_t], font_grade(d) - MIN_DIFFICULTY), 1)
+        self.register_buffer('index', torch.from_numpy(index))
+        self.register_buffer('log_prior', torch.tensor(np.log(counts / counts.sum(-1, keepdims=True)), dtype=torch.float32))
 
     @torch.no_grad()
     def log_probs(self, idx, asked):

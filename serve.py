@@ -8,8 +8,8 @@ boardgpt in the browser: one page to generate, edit, grade, complete and light r
 
 The dataset's generator, grade model and known climbs are loaded once; a model that is missing
 only switches off what needs it. Grading joins the generator's grade posterior to the grade
-models' (model.join_generator); picking among sampled candidates uses the grade models alone. The page (web/) is our own HTML, CSS and JS, fetched from this
-server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
+models' (model.join_generator); picking among sampled candidates uses the grade models alone.
+The page (web/) is our own HTML, CSS and JS, fetched from this server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
 
     GET  /api/board     boards (holds, edges, angles, roles, rules, sizes, hold sets, the default wall),
                         grades, colours, Bluetooth UUIDs
