@@ -46,11 +46,11 @@ import torch
 
 from configurator import configure
 from metrics import ClimbIndex, grade_metrics_by_board, grade_report
-from model import (ACCEPT, AT_ONCE, BEST_OF, build_generator, candidate_rounds, check_device, checkpoint_dir,
+from model import (ACCEPT, AT_ONCE, BEST_OF, bf16_is_fast, build_generator, candidate_rounds, check_device, checkpoint_dir,
                    grade_checkpoints, grade_routes, guide_rule, join_generator, load_checkpoint, load_generator, load_grader,
                    read_history, sample_routes, sample_tokens)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, select
-from trainer import bf16_is_fast, format_seconds
+from trainer import format_seconds
 
 # -----------------------------------------------------------------------------
 # config

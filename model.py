@@ -14,6 +14,7 @@ The two models of boardgpt, on one set of transformer blocks:
   join_generator sets it beside the encoders, and that is what routes are graded with.
 """
 
+import functools
 import inspect
 import json
 import math
@@ -194,17 +195,33 @@ class GPT(Transformer):
         """idx (B, T) -> logits (B, T, V), and the mean loss over targets that are not -1.
         With a cache (from new_cache), idx continues the cached sequences from position pos and
         only the last position's logits are computed."""
-        B, T = idx.shape
-        assert pos + T <= self.config.block_size, f'{pos + T} tokens, block_size is {self.config.block_size}'
-        x = self.drop(self.wte(idx) + self.wpe(torch.arange(pos, pos + T, device=idx.device)))
-        for i, block in enumerate(self.blocks):
-            x = block(x, causal=True, cache=None if cache is None else (*cache[i], pos))
-        x = self.ln_f(x)
+        x = self.hidden(idx, cache, pos)
         if targets is None:
             return self.lm_head(x[:, -1:] if cache is not None else x), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def hidden(self, idx, cache=None, pos=0):
+        """idx (B, T) -> the last block's normed output (B, T, C), what lm_head reads."""
+        B, T = idx.shape
+        assert pos + T <= self.config.block_size, f'{pos + T} tokens, block_size is {self.config.block_size}'
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(pos, pos + T, device=idx.device)))
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, cache=None if cache is None else (*cache[i], pos))
+        return self.ln_f(x)
+
+    def sequence_nll(self, x, y, blocked=None):
+        """Each row's summed negative log-likelihood of its targets y (B, T) (-1: none) after inputs
+        x (B, T) -> (B,) float32. Logits only where a target is: padding and the given conditioning
+        tokens cost no pass through the vocabulary (a quarter of the time of scoring routes on a CPU).
+        blocked: (V,) bool, tokens taken out of every distribution, the rest renormalized."""
+        keep = y != -1
+        logits = self.lm_head(self.hidden(x)[keep]).float()  # (N, V): one row per target
+        if blocked is not None:
+            logits = logits.masked_fill(blocked, float('-inf'))
+        nll = F.cross_entropy(logits, y[keep], reduction='none')
+        return torch.zeros(len(x), device=x.device).index_add_(0, keep.nonzero()[:, 0], nll)
 
     def new_cache(self, batch_size, device, dtype=torch.float32):
         config = self.config
@@ -446,6 +463,16 @@ def load_checkpoint(path, device='cpu'):
     return ckpt
 
 
+@functools.lru_cache(maxsize=None)
+def bf16_is_fast(device):
+    """Whether bfloat16 autocast speeds training up here: on GPUs that have it, and on CPUs with AMX
+    bf16 matrix units, where a training step took half the time of float32 (bench.py); elsewhere on a
+    CPU bfloat16 is emulated and slower. Asked once per device (the grade posterior asks every call)."""
+    if device.startswith('cuda'):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device == 'cpu' and bool(getattr(torch.cpu, 'get_capabilities', dict)().get('amx_bf16'))
+
+
 def check_device(device):
     """A device torch can use here, or a one-line error that says which ones it can."""
     try:
@@ -548,9 +575,12 @@ class GeneratorGrades(nn.Module):
     grades of the training split at that board and angle (add-one counts). It learns from every
     route, graded or not, and from another objective than the encoder, so the two err apart."""
 
-    def __init__(self, gpt, meta, chunk=1024):
+    def __init__(self, gpt, meta, chunk=1024, fast=True):
         super().__init__()
         self.gpt, self.chunk = gpt, chunk
+        # fast: its matmuls in bfloat16 where that is fast (bf16_is_fast): half the time on an AMX CPU, the
+        # val figures of both boards unchanged (README); False: float32, exactly route_nll's numbers
+        self.fast = fast
         grammar = Grammar(meta)  # the one home of the board, angle and grade tokens
         self.grade_min, self.n_grades = MIN_DIFFICULTY, len(GRADES)
         self.register_buffer('grade_token', torch.tensor([grammar.grade_token[d] for d, _, _ in GRADES]))
@@ -579,19 +609,26 @@ class GeneratorGrades(nn.Module):
         seq[torch.arange(B, device=idx.device), length + 1] = END
         y = seq[:, 1:].masked_fill(seq[:, 1:] == 0, -1)
         y[:, :CONDITIONING - 1] = -1  # the conditioning tokens are given, not predicted
+        with torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=self.fast and bf16_is_fast(str(idx.device))):
+            loglik = self.loglik(seq, y, length, asked)
+        out = torch.full((B, self.n_grades), float('-inf'), device=idx.device)
         row, grade = asked.nonzero(as_tuple=True)
-        loglik = torch.empty(len(row), device=idx.device)
+        out[row, grade] = loglik + self.log_prior[self.index[idx[row, 0]], self.index[idx[row, 1]], grade]
+        return out.log_softmax(-1)
+
+    def loglik(self, seq, y, length, asked):
+        """log p(holds | board, angle, grade) of every asked (route, grade) pair, in asked.nonzero()'s order."""
+        row, grade = asked.nonzero(as_tuple=True)
+        order = length[row].argsort(stable=True)  # chunks of routes of like length share little padding
+        row, grade = row[order], grade[order]
+        loglik = torch.empty(len(row), device=seq.device)
         for i in range(0, len(row), self.chunk):  # one (route, grade) pair per row
             r, g = row[i:i + self.chunk], grade[i:i + self.chunk]
             x = seq[r, :-1].clone()
             x[:, 2] = self.grade_token[g]
             n = int(length[r].max()) + 1  # trim the padding the chunk shares
-            logits, _ = self.gpt(x[:, :n])
-            nll = F.cross_entropy(logits.float().transpose(1, 2), y[r, :n], ignore_index=-1, reduction='none')
-            loglik[i:i + self.chunk] = -nll.sum(1)
-        out = torch.full((B, self.n_grades), float('-inf'), device=idx.device)
-        out[row, grade] = loglik + self.log_prior[self.index[idx[row, 0]], self.index[idx[row, 1]], grade]
-        return out.log_softmax(-1)
+            loglik[i:i + self.chunk] = -self.gpt.sequence_nll(x[:, :n], y[r, :n])
+        return torch.empty_like(loglik).scatter_(0, order, loglik)  # back to asked's order
 
 
 class GradeEnsemble(nn.Module):
@@ -775,11 +812,7 @@ def route_nll(model, sequences, batch_size=256, blocked=None):
         chunk = [sequences[j] for j in order[i:i + batch_size]]
         x = torch.from_numpy(pad([s[:-1] for s in chunk])).to(device)
         y = torch.from_numpy(pad([[-1] * (CONDITIONING - 1) + s[CONDITIONING:] for s in chunk], fill=-1)).to(device)
-        logits, _ = model(x)
-        if blocked is not None:
-            logits = logits.masked_fill(blocked, float('-inf'))
-        nll = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction='none')
-        out[order[i:i + batch_size]] = nll.sum(1).cpu().numpy()
+        out[order[i:i + batch_size]] = model.sequence_nll(x, y, blocked).cpu().numpy()
     return out
 
 

@@ -26,17 +26,8 @@ import torch
 from torch.distributed import barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import HISTORY, check_device, load_checkpoint
+from model import HISTORY, bf16_is_fast, check_device, load_checkpoint
 from routes import InputError
-
-
-def bf16_is_fast(device):
-    """Whether bfloat16 autocast speeds training up here: on GPUs that have it, and on CPUs with AMX
-    bf16 matrix units, where a training step took half the time of float32 (bench.py); elsewhere on a
-    CPU bfloat16 is emulated and slower."""
-    if device.startswith('cuda'):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device == 'cpu' and bool(getattr(torch.cpu, 'get_capabilities', dict)().get('amx_bf16'))
 
 
 def setup(device, dtype, seed):
