@@ -29,7 +29,7 @@ climbs at --angle with at least --min_ascents ascents that are most so, --top of
 The grade models are joined by the route generator read backwards (how likely it finds these holds
 at each grade, by Bayes' rule: model.GeneratorGrades) where out/<dataset>/gen/best.pt exists: on
 Kilter val that took the MAE of rows with 5+ ascents from 1.31 to 1.21 (README). --generator=none
-grades with the grade models alone, some 10 times faster.
+grades with the grade models alone, some 5 times faster.
 
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
 """

@@ -68,7 +68,7 @@ data_root = 'data'
 gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade
 generator_grades = True  # grade routes with the generator's grade posterior joined (model.join_generator);
-#                          False: the grade models alone, some 10 times faster
+#                          False: the grade models alone, some 5 times faster
 host = '127.0.0.1'  # loopback only unless told otherwise
 port = 8000  # 0: any free port (the address printed is the real one)
 device = 'cpu'
