@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -18,6 +20,20 @@ def run(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_many(commands, workers=4):
+    """run(*args, check=False) for each of commands (lists of arguments), workers at a time, each
+    forked from one process that imports torch once (tests/forkrun.py): for dozens of short
+    commands, a third of the time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [[list(args), os.path.join(tmp, f'{i}.out'), os.path.join(tmp, f'{i}.err')] for i, args in enumerate(commands)]
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'forkrun.py')], cwd=ROOT, capture_output=True,
+                              text=True, timeout=900, input=json.dumps(dict(root=ROOT, workers=workers, jobs=jobs)))
+        assert proc.returncode == 0, proc.stderr
+        codes = json.loads(proc.stdout.splitlines()[-1])
+        return [subprocess.CompletedProcess(args, code, open(out).read(), open(err).read())
+                for (args, out, err), code in zip(jobs, codes)]
 
 
 def shared(name):

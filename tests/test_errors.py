@@ -4,12 +4,11 @@ import argparse
 import json
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from conftest import error_line, make_aurora_db, run, shared
+from conftest import error_line, make_aurora_db, run, run_many, shared
 
 TINY_ROUTE = 'p1002r12p1014r13p1021r13p1027r13p1044r14'
 
@@ -160,14 +159,12 @@ def test_the_table_covers_every_script_and_is_long():
 
 @pytest.fixture(scope='module')
 def runs(bad, tmp_path_factory):
-    """Every case run once, four at a time (each is mostly a Python start-up): case -> (process,
-    its output folder)."""
-    def one(i):
-        out = tmp_path_factory.mktemp(f'case{i}') / 'out'
-        values = dict(root=bad['root'], data=bad['data'], out=str(out), many_hands=bad['many_hands'])
-        return run(*[a.format(**values) for a in CASES[i][0]], check=False), out
-    with ThreadPoolExecutor(4) as pool:
-        return dict(zip(range(len(CASES)), pool.map(one, range(len(CASES)))))
+    """Every case run once, four at a time, forked from one process that has imported torch (each
+    is mostly a Python start-up): case -> (process, its output folder)."""
+    outs = [tmp_path_factory.mktemp(f'case{i}') / 'out' for i in range(len(CASES))]
+    commands = [[a.format(root=bad['root'], data=bad['data'], out=str(out), many_hands=bad['many_hands']) for a in args]
+                for (args, _), out in zip(CASES, outs)]
+    return dict(enumerate(zip(run_many(commands), outs)))
 
 
 @pytest.mark.parametrize('case', range(len(CASES)), ids=[f'{a[0]} {" ".join(a[2:])[-60:]}' for a, _ in CASES])
