@@ -9,7 +9,7 @@ The two models of boardgpt, on one set of transformer blocks:
 - GradeEncoder: a bidirectional encoder over a route's holds (no grade token in its input),
   each hold carrying its token (hold and role), its (x, y) on the board and its role; the angle
   enters as a token and as a number. A pooled head scores every grade; its median is the
-  predicted difficulty.
+  predicted difficulty. MaskedHolds pretrains it on routes alone, naming the holds it hides.
 - GeneratorGrades: the GPT read backwards as a grade model, by Bayes' rule over its grade tokens;
   join_generator sets it beside the encoders, and that is what routes are graded with.
 """
@@ -272,12 +272,21 @@ class GradeEncoder(Transformer):
 
     def embed(self, idx, angle):
         """idx (B, T) tokens, angle (B,) in degrees (NaN where unknown) -> pooled (B, C)."""
+        x = self.states(idx, angle)
+        w = (idx != 0).unsqueeze(-1).to(x.dtype)
+        return (x * w).sum(1) / w.sum(1)  # mean over the route's tokens
+
+    def states(self, idx, angle, hide=None, hidden=None):
+        """-> (B, T, C), every token's final state. hide (B, T) bool: holds shown as the vector
+        hidden (C,) plus their role only, their hold and position unseen (MaskedHolds)."""
         keep = idx != 0
         xy = self.token_xy[idx]  # (B, T, 2)
         f = xy.unsqueeze(-1) * self.freqs  # (B, T, 2, F)
         fourier = torch.cat([f.sin(), f.cos()], dim=-1).flatten(2)  # (B, T, 4F)
         is_hold = (self.token_role[idx] > 0).unsqueeze(-1)
         x = self.wte(idx) + self.role(self.token_role[idx]) + self.xy(fourier) * is_hold
+        if hide is not None:
+            x = torch.where(hide.unsqueeze(-1), hidden + self.role(self.token_role[idx]), x)
         known = ~torch.isnan(angle)
         a = torch.where(known, angle, torch.zeros_like(angle)) / 45.0
         at_angle = torch.arange(idx.size(1), device=idx.device) == 1  # position 1 is the angle token
@@ -286,9 +295,7 @@ class GradeEncoder(Transformer):
         mask = keep[:, None, None, :]
         for block in self.blocks:
             x = block(x, causal=False, mask=mask)
-        x = self.ln_f(x)
-        w = keep.unsqueeze(-1).to(x.dtype)
-        return (x * w).sum(1) / w.sum(1)  # mean over the route's tokens
+        return self.ln_f(x)
 
     def median(self, probs):
         """(B, n_grades) probabilities -> (B,) median difficulty (grade_quantile at 0.5)."""
@@ -316,6 +323,47 @@ class GradeEncoder(Transformer):
         err = -((1 - upper) * logp.gather(-1, low) + upper * logp.gather(-1, low + 1)).squeeze(-1)
         loss = err.mean() if weights is None else (err * weights).sum() / weights.sum()
         return pred, loss
+
+
+class MaskedHolds(nn.Module):
+    """Pretraining a GradeEncoder on routes alone, graded or not: some holds of each route are
+    hidden (hide, drawn by hide_holds), each seen only as its role and one learned vector, and the
+    encoder names the hold it was, scored against its own embeddings of every hold token (tied,
+    as in the GPT). Fine-tuning on grades then starts from an encoder that knows which holds go
+    together; on Kilter val it beat training from scratch (README)."""
+
+    configure_optimizer = Transformer.configure_optimizer  # what trainer.py asks of a model
+    num_params = Transformer.num_params
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+        self.hidden = nn.Parameter(0.02 * torch.randn(encoder.config.n_embd))
+        holds = torch.nonzero(encoder.token_role > 0).squeeze(1)
+        index = torch.full_like(encoder.token_role, -1)
+        index[holds] = torch.arange(len(holds))
+        self.register_buffer('holds', holds, persistent=False)
+        self.register_buffer('hold_index', index, persistent=False)  # token -> its column among holds
+
+    def forward(self, idx, angle, hide):
+        """-> (logits over hold tokens (N, H) of the N hidden holds, mean cross-entropy)."""
+        h = self.encoder.states(idx, angle, hide, self.hidden)[hide]
+        logits = h @ self.encoder.wte.weight[self.holds].T
+        return logits, F.cross_entropy(logits.float(), self.hold_index[idx[hide]])
+
+
+def hide_holds(idx, token_role, rate, generator=None):
+    """(B, T) bool: each hold of idx hidden with probability rate, and at least one per route."""
+    is_hold = token_role[idx] > 0
+    u = torch.rand(idx.shape, generator=generator).masked_fill(~is_hold, 2.0)
+    hide = u < rate
+    hide[torch.arange(len(idx)), u.argmin(1)] = True
+    return hide & is_hold
+
+
+def build_masked_holds(model_args):
+    """model_args of a grade model -> a fresh MaskedHolds around a fresh GradeEncoder."""
+    return MaskedHolds(build_grader(model_args))
 
 
 def sample_tokens(probs, generator=None, u=None):

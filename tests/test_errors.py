@@ -118,6 +118,7 @@ def cases():
         (train_grade + ['--learning_rate=0'], 'learning_rate must be positive'),
         (train_grade + ['--dropout=1.5'], 'dropout must be in [0, 1)'),
         (train_grade + ['--device=tpu'], "unknown device 'tpu'"),
+        (train_grade + ['--pretrain_epochs=2', '--pretrain_mask=0'], 'pretrain_mask in (0, 1]'),
         # grade.py: arguments, routes, checkpoints, and JSON lines with bad lines among good ones
         (grade, 'give one route with --frames'),
         (grade + one + ['--input=x.jsonl'], 'give one route with --frames'),

@@ -15,8 +15,9 @@ from conftest import error_line, run
 from fixtures import ROLE_IDS
 from metrics import (fit_ridge, grade_metrics, grade_metrics_by_board, grade_report, metrics_table, ridge_features,
                      ridge_predict)
-from model import (GENERATOR_FLOOR, GENERATOR_WEIGHT, GeneratorGrades, encoder_tables, grade_routes, join_generator,
-                   load_generator, load_grader, route_nll)
+from model import (GENERATOR_FLOOR, GENERATOR_WEIGHT, GeneratorGrades, MaskedHolds, build_grader, encoder_tables,
+                   grade_routes, grader_args, hide_holds, join_generator, load_generator, load_grader, read_history,
+                   route_nll)
 from routes import GRADES, SPLITS, Grammar, encoder_input, font_grade, load_meta, load_split, pad, v_number
 
 
@@ -137,6 +138,55 @@ def test_an_ensemble_trains_calibrates_and_is_scored_as_one(trained, tmp_path):
         proc = run('train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", f'--out_dir={out}', *args, *bad,
                    check=False)
         assert proc.returncode != 0 and message in error_line(proc)
+
+
+def test_hidden_holds_are_only_holds_and_the_model_cannot_see_which(trained):
+    """hide_holds hides holds only, at least one a route; a hidden hold's token and position do not
+    reach the model (another hold of the same role in its place gives the same logits), its role does."""
+    meta = trained['meta']
+    args = grader_args(meta, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
+    model = MaskedHolds(build_grader(args)).eval()
+    rows = load_split(os.path.join(trained['root'], 'tiny'), meta, 'val')
+    x = torch.from_numpy(pad([encoder_input(t) for t in rows['tokens'][:64]]))
+    angle = torch.tensor(rows['angle'][:64], dtype=torch.float32)
+    role = model.encoder.token_role
+    hide = hide_holds(x, role, 0.15, torch.Generator().manual_seed(0))
+    assert (role[x[hide]] > 0).all() and hide.any(1).all() and hide.sum() < 0.5 * (role[x] > 0).sum()
+    r, c = [int(v) for v in torch.nonzero(hide)[0]]
+    same_role = [t for t in range(len(role)) if role[t] == role[x[r, c]] and t not in x[r].tolist()]
+    swapped = x.clone()
+    swapped[r, c] = same_role[0]
+    other_role = x.clone()
+    other_role[r, c] = next(t for t in range(len(role)) if role[t] > 0 and role[t] != role[x[r, c]])
+    with torch.no_grad():
+        logits, loss = model(x, angle, hide)
+        assert torch.allclose(model(swapped, angle, hide)[0], logits, atol=1e-5)
+        assert not torch.allclose(model(other_role, angle, hide)[0], logits, atol=1e-4)
+        assert not torch.allclose(model(x, angle, hide_holds(x, role, 0.15, torch.Generator().manual_seed(1)))[1], loss)
+    assert logits.shape == (int(hide.sum()), int((role > 0).sum())) and loss.item() == pytest.approx(math.log(logits.shape[1]), abs=0.5)
+
+
+def test_pretraining_learns_the_holds_and_grade_training_starts_from_it(trained, tmp_path):
+    """--pretrain_epochs: each model first names hidden holds (below chance, in its own folder),
+    then trains on grades from that encoder; a resumed run does not pretrain again."""
+    args = [a for a in TRAIN_ARGS if not a.startswith(('--max_iters', '--lr_decay_iters'))] + ['--max_iters=20', '--lr_decay_iters=20']
+    common = ['train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", *args]
+    out, scratch = tmp_path / 'pre', tmp_path / 'scratch'
+    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30', '--pretrain_lr=3e-3')
+    routes = len(load_split(os.path.join(trained['root'], 'tiny'), trained['meta'], 'train')['angle'])
+    assert f'pretraining on the {routes:,} training routes' in proc.stdout  # graded or not
+    history = read_history(out / 'pretrain')
+    holds = sum(1 for k in trained['meta']['kind'] if k == 'hold')
+    assert len(history) >= 2 and history[-1]['val_loss'] < math.log(holds) - 0.3 and history[-1]['val_top1'] > 2 / holds
+    assert sorted(os.listdir(out / 'pretrain')) == ['best.pt', 'history.json', 'last.pt']
+    run(*common, f'--out_dir={scratch}')
+    pre, tuned, fresh = (torch.load(p, map_location='cpu', weights_only=True)['model']
+                         for p in (out / 'pretrain' / 'best.pt', out / 'best.pt', scratch / 'best.pt'))
+    assert 'hidden' in pre and 'head.0.weight' not in pre  # the pretraining's own vector and no grade head
+    for name in ('wte.weight', 'blocks.0.attn.qkv.weight'):  # 20 steps from the pretrained encoder, not a new one
+        assert (tuned[name] - pre['encoder.' + name]).norm() < 0.5 * (fresh[name] - pre['encoder.' + name]).norm()
+    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30', '--init_from=resume', '--max_iters=30', '--lr_decay_iters=30')
+    assert 'pretraining on the' not in proc.stdout and 'resuming from' in proc.stdout
 
 
 def test_prediction_depends_on_the_holds_not_the_padding(trained):
