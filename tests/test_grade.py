@@ -172,7 +172,7 @@ def test_pretraining_learns_the_holds_and_grade_training_starts_from_it(trained,
     args = [a for a in TRAIN_ARGS if not a.startswith(('--max_iters', '--lr_decay_iters'))] + ['--max_iters=20', '--lr_decay_iters=20']
     common = ['train_grade.py', 'config/tiny.py', f"--data_root={trained['root']}", *args]
     out, scratch = tmp_path / 'pre', tmp_path / 'scratch'
-    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30', '--pretrain_lr=3e-3')
+    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30.5', '--pretrain_lr=3e-3')
     routes = len(load_split(os.path.join(trained['root'], 'tiny'), trained['meta'], 'train')['angle'])
     assert f'pretraining on the {routes:,} training routes' in proc.stdout  # graded or not
     history = read_history(out / 'pretrain')
@@ -185,7 +185,7 @@ def test_pretraining_learns_the_holds_and_grade_training_starts_from_it(trained,
     assert 'hidden' in pre and 'head.0.weight' not in pre  # the pretraining's own vector and no grade head
     for name in ('wte.weight', 'blocks.0.attn.qkv.weight'):  # 20 steps from the pretrained encoder, not a new one
         assert (tuned[name] - pre['encoder.' + name]).norm() < 0.5 * (fresh[name] - pre['encoder.' + name]).norm()
-    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30', '--init_from=resume', '--max_iters=30', '--lr_decay_iters=30')
+    proc = run(*common, f'--out_dir={out}', '--pretrain_epochs=30.5', '--init_from=resume', '--max_iters=30', '--lr_decay_iters=30')
     assert 'pretraining on the' not in proc.stdout and 'resuming from' in proc.stdout
 
 
