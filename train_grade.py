@@ -35,8 +35,8 @@ import torch
 from configurator import configure
 from metrics import (ascent_weights, calibration, fit_temperature, grade_classes, grade_metrics_by_board, grade_report,
                      ridge_baseline, ridge_design, ridge_predict)
-from model import (build_grader, build_masked_holds, checkpoint_dir, hide_holds, grade_routes, grader_args, load_checkpoint, load_grader,
-                   member_dir, member_indices)
+from model import (build_grader, build_masked_holds, checkpoint_dir, grade_routes, grader_args, hide_holds, load_checkpoint,
+                   load_grader, member_dir, member_indices)
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
 from trainer import format_seconds, sized_schedule, save_atomic, similar_length_batch, train
 
@@ -112,16 +112,21 @@ if extra:
                      f"used with these: remove {'them' if len(extra) > 1 else 'it'} or choose another --out_dir")
 
 # data: every graded route of a split as one padded row, built once, so a batch is a gather
+def padded(rows):
+    """The encoder inputs of rows (a split's columns) as padded rows, with what a batch draws by."""
+    inputs = [encoder_input(t) for t in rows['tokens']]
+    lengths = torch.tensor([len(t) for t in inputs])
+    return dict(inputs=inputs, x=torch.from_numpy(pad(inputs)), lengths=lengths, by_length=torch.argsort(lengths, stable=True),
+                angle_t=torch.tensor(rows['angle'], dtype=torch.float32))
+
+
 folder = os.path.join(data_root, dataset)
 meta = load_meta(folder)
 splits, all_routes = {}, {}  # all_routes: every route of train and val, graded or not, for the pretraining
 for split in SPLITS:
     rows = load_split(folder, meta, split)
-    if split != 'test':
-        inputs = [encoder_input(t) for t in rows['tokens']]
-        lengths = torch.tensor([len(t) for t in inputs])
-        all_routes[split] = dict(x=torch.from_numpy(pad(inputs)), lengths=lengths, by_length=torch.argsort(lengths, stable=True),
-                                 angle=torch.tensor(rows['angle'], dtype=torch.float32))
+    if pretrain_epochs and split != 'test':
+        all_routes[split] = padded(rows)
     graded = ~np.isnan(rows['difficulty'])
     keep = graded if split != 'train' else graded & ~(rows['ascents'] < min_ascents_train)  # NaN: unknown, kept
     if (~graded).any():
@@ -129,11 +134,7 @@ for split in SPLITS:
     if split == 'train' and (graded & ~keep).any():
         print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
     rows = select(rows, keep)
-    rows['inputs'] = [encoder_input(t) for t in rows['tokens']]
-    lengths = torch.tensor([len(t) for t in rows['inputs']])
-    rows.update(x=torch.from_numpy(pad(rows['inputs'])), lengths=lengths, by_length=torch.argsort(lengths, stable=True),
-                angle_t=torch.tensor(rows['angle'], dtype=torch.float32),
-                target=torch.tensor(rows['difficulty'], dtype=torch.float32),
+    rows.update(padded(rows), target=torch.tensor(rows['difficulty'], dtype=torch.float32),
                 weight=torch.tensor(ascent_weights(rows['ascents'], ascent_weight_cap), dtype=torch.float32))
     splits[split] = rows
 if not len(splits['train']['target']):
@@ -143,11 +144,16 @@ print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded route
 config = sized_schedule(config, len(splits['train']['target']))
 
 
+def draw(rows, generator):
+    """A batch of rows (padded()'s) of similar length: its indices and its inputs, less the padding they all share."""
+    i = similar_length_batch(rows['by_length'], batch_size, length_pool, generator)
+    return i, rows['x'][i, :int(rows['lengths'][i].max())]
+
+
 def get_batch(split, generator):
     rows = splits[split]
-    i = similar_length_batch(rows['by_length'], batch_size, length_pool, generator)
-    T = int(rows['lengths'][i].max())  # trim the padding every row of this batch shares
-    return rows['x'][i, :T], rows['angle_t'][i], rows['target'][i], rows['weight'][i]
+    i, x = draw(rows, generator)
+    return x, rows['angle_t'][i], rows['target'][i], rows['weight'][i]
 
 
 def evaluate(model):
@@ -178,9 +184,8 @@ def evaluate(model):
 
 def pretrain_batch(split, generator):
     rows = all_routes[split]
-    i = similar_length_batch(rows['by_length'], batch_size, length_pool, generator)
-    x = rows['x'][i, :int(rows['lengths'][i].max())]
-    return x, rows['angle'][i], hide_holds(x, token_role, pretrain_mask, generator)
+    i, x = draw(rows, generator)
+    return x, rows['angle_t'][i], hide_holds(x, roles, pretrain_mask, generator)
 
 
 def pretrain_evaluate(model):
@@ -191,10 +196,11 @@ def pretrain_evaluate(model):
     total, right, n = 0.0, 0, 0
     for i in range(0, len(val['x']), 512):
         x = val['x'][i:i + 512, :int(val['lengths'][i:i + 512].max())]
-        hide = hide_holds(x, token_role, pretrain_mask, g)
-        logits, loss = model(x.to(device), val['angle'][i:i + 512].to(device), hide.to(device))
+        hide = hide_holds(x, roles, pretrain_mask, g)
+        x, hide = x.to(device), hide.to(device)
+        logits, loss = model(x, val['angle_t'][i:i + 512].to(device), hide)
         total, n = total + loss.item() * len(logits), n + len(logits)
-        right += int((logits.argmax(-1).cpu() == model.hold_index.cpu()[x[hide]]).sum())
+        right += int((logits.argmax(-1) == model.hold_index[x[hide]]).sum())
     return dict(val_loss=total / n, val_top1=right / n)
 
 
@@ -202,7 +208,7 @@ model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_h
                          dropout=dropout, bias=bias)
 ks = [member] if member >= 0 else range(ensemble)
 folders = [out_dir] if ensemble == 1 else [member_dir(out_dir, k) for k in ks]
-token_role = torch.tensor(model_args['token_role'])
+roles = torch.tensor(model_args['token_role'])  # token -> its role (0: not a hold), what hide_holds reads
 t0 = time.time()
 for k, folder in zip(ks, folders):
     if ensemble > 1:
@@ -216,8 +222,7 @@ for k, folder in zip(ks, folders):
         again = init_from == 'resume' and os.path.isfile(os.path.join(pre_dir, 'last.pt'))
         pre = dict(config, seed=seed + k, out_dir=pre_dir, max_iters=0, lr_decay_iters=0, epochs=pretrain_epochs,
                    learning_rate=pretrain_lr, patience=0, init_from='resume' if again else 'scratch')
-        train(sized_schedule(pre, n), model_args, build_masked_holds, pretrain_batch,
-              pretrain_evaluate)
+        train(sized_schedule(pre, n), model_args, build_masked_holds, pretrain_batch, pretrain_evaluate)
         best_pre = build_masked_holds(model_args)
         best_pre.load_state_dict(load_checkpoint(os.path.join(pre_dir, 'best.pt'))['model'])
         state = {name: v for name, v in best_pre.encoder.state_dict().items() if not name.startswith('head.')}
