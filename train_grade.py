@@ -79,7 +79,7 @@ beta2 = 0.99
 grad_clip = 1.0
 # masked-hold pretraining (model.MaskedHolds): each model first learns to name the holds hidden from
 # every training route, graded or not, then trains on grades from there. On Kilter val, with
-# --learning_rate=3e-4, 8.5 epochs (1,501 iterations, 3.8 minutes a model) bought MAE 1.690 -> 1.654
+# --learning_rate=3e-4, 8.5 epochs (1,501 iterations, 3-4 minutes a model) bought MAE 1.690 -> 1.654
 pretrain_epochs = 0.0  # passes over the training routes; 0: none, the grade model starts from scratch
 pretrain_mask = 0.15  # the share of each route's holds hidden (at least one)
 pretrain_lr = 1e-3
