@@ -45,10 +45,11 @@ import numpy as np
 import torch
 
 from configurator import configure
+from engine import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, grade_routes, guide_rule, join_generator, sample_routes,
+                    sample_tokens)
 from metrics import ClimbIndex, grade_metrics_by_board, grade_report
-from model import (ACCEPT, AT_ONCE, BEST_OF, bf16_is_fast, build_generator, candidate_rounds, check_device, checkpoint_dir,
-                   grade_checkpoints, grade_routes, guide_rule, join_generator, load_checkpoint, load_generator, load_grader,
-                   read_history, sample_routes, sample_tokens)
+from model import (bf16_is_fast, build_generator, check_device, checkpoint_dir, grade_checkpoints, load_checkpoint,
+                   load_generator, load_grader, read_history)
 from routes import END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, select
 from trainer import format_seconds
 
@@ -71,7 +72,7 @@ accept = ACCEPT
 guided_routes = 400
 seed = 1337
 scale = 0  # > 0: time and peak memory of every step, on --snapshot as it is and grown this many times
-snapshot = ''  # a boardsesh snapshot folder with a Kilter layout-1 file (see README, Getting a board database)
+snapshot = ''  # a boardsesh snapshot folder with a Kilter layout-1 file (docs/data.md)
 page = False  # True: the README's database-to-page block at the default settings, each step timed (minutes)
 page_dir = ''  # --page: keep its data and models in this new folder (data/, out/gen, out/grade); default: a temporary one, removed
 # -----------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def together(commands, threads):
 
 if page:
     # What a newcomer runs, timed: prepare; the generator and the two grade models trained at once, a
-    # process each (models this small use the cores better apart than together: README, Speed); the
+    # process each (models this small use the cores better apart than together: docs/speed.md); the
     # page up. Into a temporary folder, so the user's data/ and out/ are left alone.
     import resource  # only this section (and step) needs these
     import urllib.request

@@ -84,23 +84,33 @@ def _read_config_file(path, known):
 
 
 def script_settings():
-    """Every config key some script reads: the module-level names assigned before the script's
-    configure(globals()) call, in each top-level script that calls it."""
+    """Every config key some script reads: the settings of each top-level script that calls
+    configure()."""
     keys = set()
     for path in glob.glob(os.path.join(HERE, '*.py')):
-        with open(path, encoding='utf-8') as f:
-            tree = ast.parse(f.read(), path)
-        names, calls = set(), False
-        for node in tree.body:
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
-                    getattr(node.value.func, 'id', None) == 'configure':
-                calls = True
-                break
-            if isinstance(node, ast.Assign):
-                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-        if calls:
-            keys |= names
+        keys |= set(script_defaults(path) or ())
     return keys
+
+
+def script_defaults(path):
+    """A script's settings without running it: the module-level names it assigns before its
+    configure(globals()) call, each with its default where that is a literal (None where it is
+    computed, which configure() then takes any value for); None if the script never calls
+    configure(). configure(script_defaults(path), argv) checks a command line as the script would."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    defaults = {}
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                getattr(node.value.func, 'id', None) == 'configure':
+            return defaults
+        if isinstance(node, ast.Assign):
+            try:
+                value = literal_eval(node.value)
+            except (ValueError, TypeError):  # computed, not a literal
+                value = None
+            defaults.update((t.id, value) for t in node.targets if isinstance(t, ast.Name))
+    return None
 
 
 def _did_you_mean(key, known):

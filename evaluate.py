@@ -7,7 +7,7 @@ One report on both models, in numbers and pictures.
 
 Writes out/<dataset>/report/report.json and report.html (self-contained: inline SVG, no network):
 - the grade model on the test split (the grade models joined by the generator's grade
-  posterior, model.join_generator), beside the grade models alone, their first member alone and a
+  posterior, engine.join_generator), beside the grade models alone, their first member alone and a
   ridge baseline on hold-and-angle features (if a grade checkpoint exists: python train_grade.py <config>);
 - the generator: val loss per token and per route; routes sampled for (angle, grade) prompts
   drawn like the real test routes, plain and grade-guided (best_of candidates, the one the grade
@@ -42,10 +42,11 @@ import torch
 import metrics
 from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
+from engine import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, check_sampling, grade_routes, guide_rule,
+                    join_generator, route_nll, sample_routes)
 from metrics import ClimbIndex
-from model import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, check_device, check_sampling, checkpoint_dir,
-                   encoder_tables, grade_checkpoints, grade_routes, guide_rule, join_generator, load_generator, load_grader, read_history,
-                   route_nll, sample_routes)
+from model import (check_device, checkpoint_dir, encoder_tables, grade_checkpoints, load_generator, load_grader,
+                   read_history)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
                     encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
 

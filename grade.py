@@ -27,8 +27,8 @@ the model's 80% range for its holds (metrics.stiff_or_soft); --stiff_soft lists 
 climbs at --angle with at least --min_ascents ascents that are most so, --top of each.
 
 The grade models are joined by the route generator read backwards (how likely it finds these holds
-at each grade, by Bayes' rule: model.GeneratorGrades) where out/<dataset>/gen/best.pt exists: on
-Kilter val that took the MAE of rows with 5+ ascents from 1.31 to 1.21 (README). --generator=none
+at each grade, by Bayes' rule: engine.GeneratorGrades) where out/<dataset>/gen/best.pt exists: on
+Kilter val that took the MAE of rows with 5+ ascents from 1.31 to 1.21 (docs/grade.md). --generator=none
 grades with the grade models alone, some 5 times faster.
 
 Grades are in app difficulty units (10..33 = Font 4a..8c+ = V0..V16).
@@ -44,8 +44,9 @@ import numpy as np
 
 from configurator import configure
 from lights import hex_lines, route_packets
+from engine import grade_curve, grade_routes, join_generator
 from metrics import ClimbIndex, climb_label, stiff_or_soft
-from model import check_device, checkpoint_dir, grade_curve, grade_routes, join_generator, load_generator, load_grader
+from model import check_device, checkpoint_dir, load_generator, load_grader
 from routes import (FONT, SPLITS, Grammar, InputError, RouteError, encoder_input, grade_name, grade_record, load_meta,
                     load_split, select)
 
@@ -54,7 +55,7 @@ from routes import (FONT, SPLITS, Grammar, InputError, RouteError, encoder_input
 dataset = 'kilter'
 data_root = 'data'
 checkpoint = ''  # a grade checkpoint, or a folder of them (an ensemble); default out/<dataset>/grade
-generator = ''  # the generator whose grade posterior joins the grade model's (model.join_generator):
+generator = ''  # the generator whose grade posterior joins the grade model's (engine.join_generator):
 #                default out/<dataset>/gen/best.pt where it exists; 'none': the grade model alone
 board = ''  # default: the dataset's only board
 size = ''  # your wall: a size of the board, by id or name; default: the configured size

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from model import grade_quantile, sample_tokens
+from engine import sample_tokens
+from model import grade_quantile
 from routes import CONDITIONING, END, DecodingRules, fits_wall, font_grade, v_number
 
 

@@ -60,8 +60,8 @@ sets = ''
 # -----------------------------------------------------------------------------
 configure(globals())
 
-HOW_TO_GET_A_DB = ("Get one: the db.sqlite3 inside the board app's Android package (README, 'Getting a board "
-                   "database'); put it there or pass --db=PATH")
+HOW_TO_GET_A_DB = ("Get one: the db.sqlite3 inside the board app's Android package (docs/data.md, 'The apps' own "
+                   "files'); put it there or pass --db=PATH")
 
 
 def fail(message):

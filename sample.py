@@ -34,9 +34,9 @@ import torch
 from configurator import configure
 from draw import write_sheet
 from lights import hex_lines, route_packets
+from engine import ACCEPT, AT_ONCE, BEST_OF, check_sampling, guide_rule, sample_routes
 from metrics import ClimbIndex, climb_label
-from model import (ACCEPT, AT_ONCE, BEST_OF, check_device, check_sampling, checkpoint_dir, grade_checkpoints,
-                   guide_rule, load_generator, load_grader, sample_routes)
+from model import check_device, checkpoint_dir, grade_checkpoints, load_generator, load_grader
 from routes import ROLES, SPLITS, Grammar, InputError, grade_name, load_meta, load_split, parse_grade
 
 # -----------------------------------------------------------------------------

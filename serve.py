@@ -8,7 +8,7 @@ boardgpt in the browser: one page to generate, edit, grade, complete and light r
 
 The dataset's generator, grade model and known climbs are loaded once; a model that is missing
 only switches off what needs it. Grading joins the generator's grade posterior to the grade
-models' (model.join_generator); picking among sampled candidates uses the grade models alone.
+models' (engine.join_generator); picking among sampled candidates uses the grade models alone.
 The page (web/) is our own HTML, CSS and JS, fetched from this server only, so it works offline. The JSON API it uses (POST bodies are JSON objects):
 
     GET  /api/board     boards (holds, edges, angles, roles, rules, sizes, hold sets, the default wall),
@@ -30,7 +30,7 @@ A bad request gets a 4xx and {"error": "<one line>"}; nothing a client sends is 
 to a path or written anywhere.
 
 Model calls are batched across requests: sampling (generate and complete) and grading each have
-one worker thread. Sampling runs round by round (model.Sampler): a request joins the next round of
+one worker thread. Sampling runs round by round (engine.Sampler): a request joins the next round of
 candidates while max_batch rows hold it and leaves when its own rounds are done; grading takes the
 requests that arrived during its last call into its next one. Each request draws from its own
 seed, so an answer is the one the request gets alone. A request that fails inside a batch fails
@@ -55,9 +55,9 @@ import torch
 import lights
 from configurator import configure
 from draw import BOARD_FILL, GEOMETRY, HOLD_FILL, LABEL_FILL, hold_pitch
+from engine import ACCEPT, BEST_OF, Sampler, candidate_rounds, curve_angles, grade_curves, join_generator, sample_batch
 from metrics import ClimbIndex, stiff_or_soft
-from model import (ACCEPT, BEST_OF, Sampler, candidate_rounds, check_device, checkpoint_dir,
-                   curve_angles, grade_checkpoints, grade_curves, join_generator, load_generator, load_grader, sample_batch)
+from model import check_device, checkpoint_dir, grade_checkpoints, load_generator, load_grader
 from routes import (GRADES, ROLE_COLORS, ROLES, SPLITS, Grammar, InputError, RouteError, grade_record, load_meta,
                     load_split, parse_grade)
 
@@ -67,7 +67,7 @@ dataset = 'kilter'
 data_root = 'data'
 gen_dir = ''  # default out/<dataset>/gen
 grade_dir = ''  # default out/<dataset>/grade
-generator_grades = True  # grade routes with the generator's grade posterior joined (model.join_generator);
+generator_grades = True  # grade routes with the generator's grade posterior joined (engine.join_generator);
 #                          False: the grade models alone, some 5 times faster
 host = '127.0.0.1'  # loopback only unless told otherwise
 port = 8000  # 0: any free port (the address printed is the real one)

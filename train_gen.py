@@ -17,7 +17,8 @@ import os
 import torch
 
 from configurator import configure
-from model import build_generator, checkpoint_dir, route_nll
+from engine import route_nll
+from model import build_generator, checkpoint_dir
 from routes import CONDITIONING, SPLITS, block_size, load_meta, load_split, pad
 from trainer import sized_schedule, similar_length_batch, train
 
@@ -41,7 +42,7 @@ length_pool = 8  # draw each batch from length_pool * batch_size routes of simil
 #                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
 max_iters = 0  # 0: sized by the data, epochs passes over the training routes
-epochs = 8.5  # 3,002 iterations on Kilter's 22,600 training routes, where more stopped helping on val (README)
+epochs = 8.5  # 3,002 iterations on Kilter's 22,600 training routes, where more stopped helping on val (docs/generator.md)
 patience = 2  # stop after this many evaluations without a better val loss (0: run to max_iters)
 learning_rate = 2e-3
 min_lr = 2e-4

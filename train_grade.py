@@ -33,9 +33,10 @@ import numpy as np
 import torch
 
 from configurator import configure
+from engine import grade_routes
 from metrics import (ascent_weights, calibration, fit_temperature, grade_classes, grade_metrics_by_board, grade_report,
                      ridge_baseline, ridge_design, ridge_predict)
-from model import (build_grader, build_masked_holds, checkpoint_dir, grade_routes, grader_args, hide_holds, load_checkpoint,
+from model import (build_grader, build_masked_holds, checkpoint_dir, grader_args, hide_holds, load_checkpoint,
                    load_grader, member_dir, member_indices)
 from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
 from trainer import format_seconds, sized_schedule, save_atomic, similar_length_batch, train
@@ -46,7 +47,7 @@ dataset = 'kilter'
 data_root = 'data'
 out_dir = ''  # default out/<dataset>/grade
 ensemble = 2  # models (seeds) to train; more than 1: out_dir/member<k>/, used together (2 of 12.75 epochs
-#              beat 3 of 8.5 on Kilter val at the same cost: README)
+#              beat 3 of 8.5 on Kilter val at the same cost: docs/grade.md)
 member = -1  # >= 0: train member k of the ensemble alone (seed + k), so that members can train at once,
 #              one process each
 init_from = 'scratch'  # or 'resume' (from out_dir/last.pt)
@@ -59,7 +60,7 @@ ascent_weight_cap = 10  # weight a row's loss by min(ascents, cap) where ascents
 n_layer = 4
 n_head = 4
 n_embd = 128
-dropout = 0.1  # without: val MAE 1.75-1.79 at 1,500 iterations against 1.71-1.74 (README)
+dropout = 0.1  # without: val MAE 1.75-1.79 at 1,500 iterations against 1.71-1.74 (docs/grade.md)
 bias = False
 # optimizer: AdamW, warmup then cosine decay
 batch_size = 128  # routes per micro-step (128 beat 64 on Kilter val: the labels are noisy)
@@ -67,9 +68,9 @@ length_pool = 8  # draw each batch from length_pool * batch_size routes of simil
 #                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
 max_iters = 0  # 0: sized by the data, epochs passes over the training routes
-epochs = 12.75  # 2,252 iterations on Kilter's 22,600 graded routes (README)
+epochs = 12.75  # 2,252 iterations on Kilter's 22,600 graded routes (docs/grade.md)
 patience = 4  # stop after this many evaluations without a better val MAE (0: run to max_iters)
-learning_rate = 1e-3  # after pretraining 3e-4 (README)
+learning_rate = 1e-3  # after pretraining 3e-4 (docs/grade.md)
 min_lr = 1e-5
 warmup_iters = 100
 lr_decay_iters = 0  # 0: max_iters

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import ROOT, error_line, run, shared
-from model import GPT, ModelConfig, SelfAttention, generate, read_history
+from engine import generate
+from model import GPT, ModelConfig, SelfAttention, read_history
 from routes import END, DecodingRules, Grammar, load_meta
 
 

@@ -13,11 +13,11 @@ import torch
 
 from conftest import error_line, run
 from fixtures import ROLE_IDS
+from engine import GENERATOR_FLOOR, GENERATOR_WEIGHT, GeneratorGrades, grade_routes, join_generator, route_nll
 from metrics import (fit_ridge, grade_metrics, grade_metrics_by_board, grade_report, metrics_table, ridge_features,
                      ridge_predict)
-from model import (GENERATOR_FLOOR, GENERATOR_WEIGHT, GeneratorGrades, MaskedHolds, build_grader, encoder_tables,
-                   grade_routes, grader_args, hide_holds, join_generator, load_generator, load_grader, read_history,
-                   route_nll)
+from model import (MaskedHolds, build_grader, encoder_tables, grader_args, hide_holds, load_generator, load_grader,
+                   read_history)
 from routes import GRADES, SPLITS, Grammar, encoder_input, font_grade, load_meta, load_split, pad, v_number
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fixtures import setter_of
+from engine import _draw, grade_curve, grade_curves, grade_routes, sample_batch, sample_routes
 from metrics import ClimbIndex, climb_label, jaccard_distance
-from model import (GPT, GradeEncoder, GradeEnsemble, ModelConfig, _draw, build_grader, grade_curve, grade_curves,
-                   grade_routes, grader_args, sample_batch, sample_routes)
+from model import GPT, GradeEncoder, GradeEnsemble, ModelConfig, build_grader, grader_args
 from routes import SPLITS, Grammar, load_meta, load_split
 
 

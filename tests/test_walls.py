@@ -13,8 +13,9 @@ import torch
 import lights as L
 from conftest import error_line, make_aurora_db, run, shared
 from fixtures import SETS, SMALL, TOO_SMALL, db_wall, grid, set_of, small_led
+from engine import sample_routes
 from metrics import ClimbIndex
-from model import GPT, ModelConfig, sample_routes
+from model import GPT, ModelConfig
 from routes import SPLITS, DecodingRules, END, Grammar, InputError, block_size, fits_wall, load_meta, load_split
 
 
