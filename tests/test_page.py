@@ -215,6 +215,8 @@ def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
     wait('the completions', lambda: 'completions' in text(d, 'gallery-meta'))
     titles = [t.get_attribute('title') for t in css(d, '.thumb')]
     assert len(titles) == 4 and all('p1002r12' in t and 'p1044r14' in t for t in titles)
+    wait('the first completion shown', lambda: text(d, 'route') == titles[0])  # no click
+    assert 'picked' in css(d, '.thumb')[0].get_attribute('class') and text(d, 'route-meta').startswith('#1: asked')
 
     # a shared link reproduces the view
     d.get(f'{site.url}/?board=tiny&angle=45&route={ROUTE}')
@@ -224,6 +226,124 @@ def test_generate_pick_edit_grade_complete_share(site, browser, tmp_path):
     wait('the copy', lambda: 'copied' in text(d, 'status') or ROUTE in text(d, 'status'))
     assert severe(d) == []
     assert os.path.getsize(shot) > 10_000
+
+
+def test_generate_shows_first_route(site, browser):
+    """Right after Generate, no click: the big board shows the first route, its holds ringed by
+    role, with its grade and its nearest known climb, and its thumbnail picked; another
+    thumbnail clicked is shown instead."""
+    d = browser
+    d.get(site.url + '/?board=tiny&angle=30&size=10&sets=all')
+    wait('the board', lambda: len(css(d, '#view .hit')) == 47)
+    assert rings(d) == [] and text(d, 'nearest') == 'No holds yet.'
+    Select(d.find_element(By.ID, 'count')).select_by_value('4')
+    d.find_element(By.ID, 'generate').click()
+    thumbs = wait('4 thumbnails', lambda: len(css(d, '.thumb')) == 4 and css(d, '.thumb'))
+    first = thumbs[0].get_attribute('title')
+    wait('the first route, big', lambda: text(d, 'route') == first)
+    settled(d)
+    drawn = [(r.get_attribute('data-hold'), r.get_attribute('data-role')) for r in thumbs[0].find_elements(
+        By.CSS_SELECTOR, '.ring')]
+    assert sorted(rings(d)) == sorted(drawn) and len(rings(d)) == len(placements(first)) >= 3
+    assert {role for _, role in rings(d)} >= {'start', 'finish'}  # roles, as the page's colours draw them
+    colors = d.execute_script('return S.info.role_colors')
+    assert all(r.get_attribute('stroke') == colors[r.get_attribute('data-role')] for r in css(d, '#view .ring'))
+    meta = text(d, 'route-meta')  # its grade: asked, and the grade model's
+    assert meta.startswith('#1: asked ') and ' / V' in meta and 'model says' in meta
+    near = text(d, 'nearest')  # its nearest known climb, with its setter
+    assert near != 'No holds yet.' and ('Distance' in near or 'known climb' in near) and ' by setter-' in near
+    assert [('picked' in t.get_attribute('class')) for t in thumbs] == [True, False, False, False]
+    assert '✓' in text(d, 'rules') and f'route={first}' in d.current_url
+
+    thumbs[2].click()  # another one still shows that one
+    wait('the third route', lambda: text(d, 'route') == thumbs[2].get_attribute('title'))
+    assert [('picked' in t.get_attribute('class')) for t in thumbs] == [False, False, True, False]
+    assert text(d, 'route-meta').startswith('#3: asked ')
+    assert severe(d) == []
+
+
+def marks(d):
+    """The hold sets' marks on the big board and in the legend: {set id: (board attrs, holds
+    marked)}, {set id: (legend attrs, name)}; the attributes are those that draw a mark."""
+    return d.execute_script("""
+        const look = (e) => ['fill', 'stroke', 'stroke-linecap', 'stroke-width'].map((a) => e.getAttribute(a));
+        const board = {}, legend = {};
+        for (const e of document.querySelectorAll('#view path.holds[data-set]')) {
+          board[e.dataset.set] = [look(e).slice(0, 3), (e.getAttribute('d').match(/M/g) || []).length];
+        }
+        for (const li of document.querySelectorAll('#legend li.set-key')) {
+          legend[li.dataset.set] = [look(li.querySelector('path')).slice(0, 3), li.textContent];
+        }
+        return [board, legend];""")
+
+
+def check_sets_told_apart(d, db, size, names, layout_id=1):
+    """The wall on screen has the board's two hold sets: each drawn with its own mark at its
+    holds, named in the legend with that mark, every role ring drawn over them."""
+    board, legend = marks(d)
+    ids = sorted(board, key=int)
+    assert len(ids) == 2 and len(css(d, '#view path.holds')) == 2
+    assert [board[i][1] for i in ids] == [len(db_wall(db, size, {int(i)}, layout_id)) for i in ids]
+    assert board[ids[0]][0] != board[ids[1]][0]  # drawn apart
+    assert [legend[i] for i in ids] == [[board[i][0], name] for i, name in zip(ids, names)]
+    assert [li.text for li in css(d, '#legend li')][4:6] == names  # after the roles
+    assert d.execute_script("""  // the route's rings come after (over) every hold mark
+        const kids = [...document.querySelector('#view svg').children];
+        const last = Math.max(...kids.map((e, i) => (e.matches('path.holds') ? i : -1)));
+        return kids.every((e, i) => !e.matches('.ring') || i > last) && kids.some((e) => e.matches('.ring'));""")
+    return ids
+
+
+def test_hold_sets_told_apart(site, browser):
+    """A Kilter-like wall of Bolt Ons and Screw Ons: each set's holds drawn with their own mark and
+    the set named in the legend; the route's role rings over them. A wall of one set looks as
+    before: one kind of dot, no set in the legend."""
+    d = browser
+    d.get(f'{site.url}/?board=tiny&angle=40&size=10&sets=all&route={ROUTE}')
+    wait('the route', lambda: text(d, 'route') == ROUTE and len(rings(d)) == 4)
+    assert check_sets_told_apart(d, site.db, 10, ['Bolt Ons', 'Screw Ons']) == ['1', '2']
+    thumb = d.execute_script("return drawBoard(S.view, [], false).querySelectorAll('path.holds').length")
+    assert thumb == 2  # thumbnails the same
+
+    d.get(f'{site.url}/?board=tiny&angle=40&size=10&sets=1')  # the bolt-ons only: as before
+    wait('the bolt-ons', lambda: len(hits(d)) == len(db_wall(site.db, 10, {1})))
+    assert marks(d) == [{}, {}] and len(css(d, '#view path.holds')) == 1
+    assert dots(d.find_element(By.ID, 'view')) == len(hits(d))
+    assert [li.text for li in css(d, '#legend li')][:4] == ['start', 'hand', 'finish', 'foot']
+    assert len(css(d, '#legend li')) == 5  # the roles and the click hint
+    assert severe(d) == []
+    d.execute_script('localStorage.clear()')  # the other tests start on the server's wall
+
+
+@pytest.fixture(scope='module')
+def kilter(tmp_path_factory):
+    """The shared Kilter database prepared, served on its 12 x 12 with every set; no models."""
+    db = shared('kilter.db')
+    root = tmp_path_factory.mktemp('kilter')
+    run('prepare.py', 'config/kilter.py', f'--db={db}', f'--data_root={root}')
+    s = Server(str(root / 'serve.log'), f'--data_root={root}', f'--gen_dir={root}/none', f'--grade_dir={root}/none',
+               config='config/kilter.py')
+    s.db = db
+    yield s
+    s.stop()
+
+
+def test_hold_sets_kilter(kilter, browser):
+    """On the real Kilter layout 1: set 1 'Bolt Ons' and set 20 'Screw Ons' drawn apart and named,
+    around a known climb that uses both."""
+    d = browser
+    with closing(sqlite3.connect(kilter.db)) as con:
+        both = {1: set(), 20: set()}
+        for p, s in con.execute("SELECT id, set_id FROM placements WHERE layout_id = 1 AND set_id IN (1, 20)"):
+            both[s].add(p)
+        frames = [f for f, in con.execute("SELECT frames FROM climbs WHERE layout_id = 1 ORDER BY uuid LIMIT 400")]
+    route = next(f for f in frames if placements(f) & both[1] and placements(f) & both[20] and
+                 placements(f) <= db_wall(kilter.db, 10))
+    d.get(f'{kilter.url}/?board=kilter&size=10&sets=all&route={route}')
+    wait('the route', lambda: placements(text(d, 'route')) == placements(route))
+    assert check_sets_told_apart(d, kilter.db, 10, ['Bolt Ons', 'Screw Ons']) == ['1', '20']
+    assert severe(d) == []
+    d.execute_script('localStorage.clear()')
 
 
 def test_light_button(site, browser):

@@ -65,9 +65,20 @@ function drawBoard(b, holds, big) {
       seen.add(col); seen.add(y);
     }
   }
-  const d = b.holds.map(([, x, y]) => `M${X(x)} ${Y(y)}h0`).join('');  // one path: zero-length round strokes
-  node('svg:path', {class: 'holds', d, stroke: style.holds, 'stroke-opacity': 0.55, 'stroke-width': fmt(2 * G.hold * p),
-    'stroke-linecap': 'round'}, svg);
+  const sets = b.shownSets || [];
+  if (sets.length < 2) {  // one set (or none known): every hold alike
+    const d = b.holds.map(([, x, y]) => `M${X(x)} ${Y(y)}h0`).join('');  // one path: zero-length round strokes
+    node('svg:path', {class: 'holds', d, stroke: style.holds, 'stroke-opacity': 0.55, 'stroke-width': fmt(2 * G.hold * p),
+      'stroke-linecap': 'round'}, svg);
+  } else {  // a mark per set, so a climber can find them on the wall; all inside a ring's hole, under the rings
+    for (const s of sets) {
+      const pts = b.holds.filter(([name]) => b.setOf.get(String(name)) === String(s.id)).map(([, x, y]) => [X(x), Y(y)]);
+      node('svg:path', {class: 'holds', 'data-set': s.id, ...setMark(s.mark, pts, G.hold * p)}, svg);
+    }
+    const ids = new Set(sets.map((s) => String(s.id)));  // a hold the data gives no set: a plain faint dot
+    const rest = b.holds.filter(([name]) => !ids.has(b.setOf.get(String(name)))).map(([, x, y]) => [X(x), Y(y)]);
+    if (rest.length) node('svg:path', {class: 'holds', ...setMark({shape: 'dot', color: style.holds}, rest, G.hold * p)}, svg);
+  }
   if (big) {  // invisible targets, a little larger than a ring, so holds are easy to hit
     for (const [name, x, y] of b.holds) {
       node('svg:circle', {class: 'hit', cx: X(x), cy: Y(y), r: fmt(0.5 * p), 'data-hold': name}, svg);
@@ -81,6 +92,33 @@ function drawBoard(b, holds, big) {
       'data-hold': name, 'pointer-events': 'none'}, svg);
   }
   return svg;
+}
+
+// how each hold set is marked where a wall has several, by its place in the board's list (so a set keeps
+// its look on every wall): shapes as well as shades, as greys alone are hard to tell apart on a dark
+// board, and no hue of the role rings (green, cyan, magenta, orange)
+const SET_MARKS = [
+  {shape: 'dot', color: '#bdbdbd'},  // the first set (Kilter's Bolt Ons) as a single-set wall draws every hold
+  {shape: 'ring', color: '#e6e6e6'},  // hollow: on Kilter the small screw-ons
+  {shape: 'square', color: '#8fa3bf'},
+  {shape: 'diamond', color: '#c9b98f'},
+];
+
+function setMark(mark, pts, r) {  // one path's attributes for marks of radius about r at pts ([x, y] pairs)
+  const {shape, color} = mark;
+  if (shape === 'ring') {  // two half-circle arcs per hold
+    const w = 0.45 * r, a = fmt(r - w / 2);
+    const d = pts.map(([x, y]) => `M${fmt(x - a)} ${y}a${a} ${a} 0 1 0 ${fmt(2 * a)} 0a${a} ${a} 0 1 0 ${fmt(-2 * a)} 0`);
+    return {d: d.join(''), fill: 'none', stroke: color, 'stroke-opacity': 0.8, 'stroke-width': fmt(w)};
+  }
+  if (shape === 'diamond') {
+    const k = fmt(1.25 * r);
+    const d = pts.map(([x, y]) => `M${x} ${fmt(y - k)}l${k} ${k}l${-k} ${k}l${-k} ${-k}z`);
+    return {d: d.join(''), fill: color, 'fill-opacity': 0.7, stroke: 'none'};
+  }
+  const d = pts.map(([x, y]) => `M${x} ${y}h0`).join('');  // zero-length strokes, round or square
+  return {d, fill: 'none', stroke: color, 'stroke-opacity': shape === 'dot' ? 0.55 : 0.75,
+    'stroke-width': fmt((shape === 'dot' ? 2 : 1.7) * r), 'stroke-linecap': shape === 'dot' ? 'round' : 'square'};
 }
 
 function drawMain() {
@@ -97,6 +135,14 @@ function drawLegend() {
     const svg = node('svg:svg', {viewBox: '0 0 16 16', width: 16, height: 16}, li);
     node('svg:circle', {cx: 8, cy: 8, r: 5.5, fill: 'none', stroke: S.info.role_colors[role], 'stroke-width': 2.5}, svg);
     node('span', {}, li, LABELS[role] || role);
+  }
+  const sets = (S.wall && S.view.shownSets) || [];
+  for (const s of sets.length > 1 ? sets : []) {  // a wall of several sets: how each is marked
+    const li = node('li', {class: 'set-key', 'data-set': s.id}, legend);
+    const svg = node('svg:svg', {viewBox: '0 0 16 16', width: 16, height: 16}, li);
+    node('svg:rect', {width: 16, height: 16, rx: 3, fill: S.info.style.board}, svg);  // on the board's own dark
+    node('svg:path', setMark(s.mark, [[8, 8]], 4), svg);
+    node('span', {}, li, s.name);
   }
   const cycle = ['none', ...S.board.roles.map((r) => LABELS[r] || r), 'none'].join(' → ');
   node('li', {class: 'muted'}, legend, `Click a hold: ${cycle}`);
@@ -222,7 +268,7 @@ function pick(i) {
   S.picked = i;
   markPicked();
   const model = r.predicted ? ` · model says ${gradeName(r.predicted)}` : '';
-  setHolds(r.holds, `#${i + 1}: asked ${gradeName(r.asked)}${model}`);
+  return setHolds(r.holds, `#${i + 1}: asked ${gradeName(r.asked)}${model}`);
 }
 
 function generate(event) {
@@ -234,6 +280,7 @@ function generate(event) {
     const where = S.board.angle_known ? `at ${r.angle}°` : 'angle unknown';
     showRoutes(r.routes, `${r.routes.length} ${where}, ${$('grade').selectedOptions[0].textContent}`);
     say('status', `${r.routes.length} routes (seed ${r.seed}, best of ${r.best_of}).`, 'ok');
+    if (r.routes.length) await pick(0);  // the first at once, big, rather than an empty board until a click
   });
 }
 
@@ -243,6 +290,7 @@ function complete() {
       route: S.route, count: Number($('count').value), ...wallBody()});
     showRoutes(r.routes, `${r.routes.length} completions of your ${S.holds.length} holds`);
     say('status', `${r.routes.length} completions, each keeps your ${S.holds.length} holds.`, 'ok');
+    if (r.routes.length) await pick(0);  // as after Generate: the first shown big
   });
 }
 
@@ -391,7 +439,10 @@ function wallView(b, w) {  // the board as this wall has it: its holds only, wit
   const setOf = new Map(b.hold_set.map(([p, s]) => [String(p), String(s)]));
   const holds = b.holds.filter(([p]) => onSize.has(String(p)) && (!sets || sets.has(setOf.get(String(p)))));
   const edges = size.edges.map((e, i) => (i % 2 ? Math.min : Math.max)(e, b.edges[i]));
-  return {...b, holds, edges, grid: b.holds, lights: size.lights};
+  const here = new Set(holds.map(([p]) => setOf.get(String(p))));  // the sets this wall has holds of, each its mark
+  const shownSets = b.sets.map((s, i) => ({...s, mark: SET_MARKS[i % SET_MARKS.length]}))
+    .filter((s) => here.has(String(s.id)));
+  return {...b, holds, edges, grid: b.holds, lights: size.lights, setOf, shownSets};
 }
 
 function fillWall() {  // the picker shows the wall in use
@@ -435,6 +486,7 @@ async function useWall(wall) {  // true once the server takes the wall (it refus
   S.view = {...wallView(S.board, wall), title: c.wall.title};
   S.onWall = new Set(S.view.holds.map(([p]) => String(p)));
   fillWall();
+  drawLegend();  // its sets' marks
   $('wall-holds').textContent = `${c.wall.holds} holds`;
   lightsNote();
   return true;
@@ -460,7 +512,10 @@ async function changeWall() {
   storeWall();
   say('status', `Your wall: ${S.view.title}, ${S.view.holds.length} holds.`, 'ok');
   const fits = S.routes.filter((r) => r.holds.every(onWall));  // routes for another wall go; those that fit stay
+  const shown = S.routes[S.picked];
   showRoutes(fits, fits.length < S.routes.length ? `${fits.length} of ${S.routes.length} fit this wall` : S.gallery);
+  S.picked = fits.indexOf(shown);  // the route shown big, if it fits, stays marked
+  markPicked();
   const graded = !$('grade-card').hidden && S.holds.every(onWall);
   await setOnWall(S.holds, $('route-meta').textContent);
   if (graded) grade();  // again: the nearest known climb is one that fits the wall
