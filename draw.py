@@ -178,7 +178,8 @@ def write_text(path, text):
 def html_table(header, rows):
     head = ''.join(f'<th>{escape(str(c))}</th>' for c in header)
     body = ''.join('<tr>' + ''.join(f'<td>{escape(str(c))}</td>' for c in row) + '</tr>' for row in rows)
-    return f'<table><tr>{head}</tr>{body}</table>'
+    # in a box of its own that scrolls sideways, so a wide table never pushes the page past the window
+    return f'<div class="table-box"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def scatter_svg(true, pred, size=320):
@@ -229,6 +230,8 @@ def curve_svg(history, keys, width=360, height=200):
         if p:
             lines += (f'<polyline class="curve" fill="none" stroke="{color}" stroke-width="1.5" points="'
                       + ' '.join(f'{px(i):.1f},{py(v):.1f}' for i, v in p) + '"/>')
+        if len(p) == 1:  # a line through one point draws nothing: a dot shows it
+            lines += f'<circle class="point" cx="{px(p[0][0]):.1f}" cy="{py(p[0][1]):.1f}" r="2.5" fill="{color}"/>'
         legend += f'<text x="{45 + 110 * n}" y="12" font-size="10" fill="{color}">{escape(k)}</text>'
     mark = '' if kept is None else (
         f'<line class="kept" x1="{px(kept):.1f}" y1="18" x2="{px(kept):.1f}" y2="{height - 30}" stroke="#555" '
@@ -241,9 +244,17 @@ def curve_svg(history, keys, width=360, height=200):
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{lines}{mark}{legend}{axes}</svg>'
 
 
-REPORT_STYLE = ('body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0} '
+REPORT_STYLE = ('body{font-family:sans-serif;margin:2em;color:#222;line-height:1.4} table{border-collapse:collapse} '
                 'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#f4f4f4} '
-                '.row svg{margin:4px} h3{margin:0.8em 0 0.2em} .curve-card{display:inline-block;vertical-align:top}')
+                '.table-box{max-width:100%;overflow-x:auto;margin:0.6em 0 1em} '
+                '.row svg{margin:4px} h3{margin:0.8em 0 0.2em} code{font-size:0.95em;overflow-wrap:anywhere} '
+                # cards side by side that wrap to the next line, with room between them; a title wider
+                # than its drawing wraps within the card instead of running into the next one
+                '.cards{display:flex;flex-wrap:wrap;gap:1.2em 1.5em;align-items:flex-start} .cards>div{min-width:0;max-width:100%} '
+                '.curve-card{width:360px} .curve-card h4,.panel h4{margin:0.4em 0;overflow-wrap:anywhere} '
+                # a panel's heading takes the width of its table or plot, not the other way round
+                '.panel h4{width:0;min-width:100%} .models li{margin:0.2em 0} '
+                'td:first-child,th:first-child{text-align:left}')  # row labels read from the left
 
 
 def html_page(title, parts):

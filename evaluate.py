@@ -295,8 +295,28 @@ def num(x, digits=3):
     return '' if x is None else f'{x:.{digits}f}'
 
 
-judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + (
-    ' (also the guiding model: not independent)' if judge is guide else ', a model that did not guide')
+judge_note = '' if judge is None else (' (also the guiding model: not independent)' if judge is guide
+                                       else ', a model that did not guide')
+judged_by = 'no grade model' if judge is None else ', '.join(judge.paths) + judge_note
+# the page names checkpoints relative to the repo (out/<dataset>/...) or else to the one folder they all
+# share, named once: absolute paths repeated on every line bury what differs between them
+model_paths = [os.path.abspath(p) for p in [gpt.path] + (grader.paths if grader else []) + (judge.paths if judge else [])]
+repo = os.getcwd() + os.sep
+model_base = '' if all(p.startswith(repo) for p in model_paths) else os.path.commonpath([os.path.dirname(p) for p in model_paths])
+if model_base in {os.path.dirname(p) for p in model_paths}:  # keep each run's own folder in its name: gen/best.pt
+    model_base = os.path.dirname(model_base)
+model_base = '' if model_base == os.sep else model_base  # nothing shared: each path as it is
+
+
+def short(path):
+    path = os.path.abspath(path)
+    return os.path.relpath(path, model_base) if model_base else path[len(repo):] if path.startswith(repo) else path
+
+
+def shorts(paths):
+    return escape(', '.join(short(p) for p in paths)) if paths else '-'
+
+
 views = {b: walls[b].view() if walls[b] else board_specs[b] for b in boards}  # a wall is drawn with its holds only
 on_wall = '' if wall is None else (
     f"On the wall {wall.title} ({len(wall.placements)} holds): prompts and realism from the {len(real_test):,} real "
@@ -306,16 +326,20 @@ on_wall = '' if wall is None else (
 html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</p>' if wall else '',
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
-        f"{num_samples:,} prompts drawn like the real {split} routes; guided sampling keeps the {guide_rule(best_of, at_once, accept)} "
-        f"by {escape(', '.join(guide.paths) if guide else '-')}; grade consistency judged by {escape(judged_by)}; "
-        f"the test split graded by {escape(', '.join(grader.paths) if grader else '-')} (the generator's posterior "
-        f"joined).</p>"]
+        f"{num_samples:,} prompts drawn like the real {split} routes.</p>",
+        # one model a line: a paragraph of comma-separated paths does not say which is which
+        ('<p>Checkpoints, in <code>' + escape(model_base) + '</code>:</p>' if model_base else '<p>Checkpoints:</p>') +
+        f"<ul class=\"models\"><li>generator: <code>{shorts([gpt.path])}</code> (iteration {gen_iteration})</li>"
+        f"<li>guided sampling keeps the {guide_rule(best_of, at_once, accept)} by <code>{shorts(guide and guide.paths)}</code></li>"
+        f"<li>grade consistency judged by " + ('no grade model' if judge is None else
+                                                f"<code>{shorts(judge.paths)}</code>{judge_note}") + '</li>'
+        f"<li>the test split graded by <code>{shorts(grader and grader.paths)}</code> (the generator's posterior joined)</li></ul>"]
 # where learning stopped: every model's loss history, the checkpoint kept marked
-runs = [('generator', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
+runs = [(f'generator: {short(gen_dir)}', gen_dir, ('batch_loss', 'train_loss', 'val_loss'))]
 for role, m in (('guide', guide), ('judge', judge if judge is not guide else None)):
-    runs += [(f'{role}: {os.path.dirname(p)}', os.path.dirname(p), ('val_loss', 'val_mae', 'train_mae'))
+    runs += [(f'{role}: {short(os.path.dirname(p))}', os.path.dirname(p), ('val_loss', 'val_mae', 'train_mae'))
              for p in (m.paths if m else [])]
-html.append('<h2>Training curves</h2><div class="row">' + ''.join(
+html.append('<h2>Training curves</h2><div class="cards">' + ''.join(
     f'<div class="curve-card"><h4>{escape(title)}</h4>{curve_svg(read_history(folder), keys)}</div>'
     for title, folder, keys in runs) + '</div>')
 rows = [[name, b, pct(g['valid']), pct(m['distinct']), pct(m['copies']), num(m['nearest_jaccard']),
@@ -337,8 +361,12 @@ beyond_judge = '; '.join(
     f"{name}, {b}: {m['beyond_judge']:,} prompts ask for more than two V above V{m['judge_ceiling_v']}, the highest grade "
     f"the judge gives any real {split} route; within 2 V on the other prompts {pct(m['grade_within2_v_in_reach'])}"
     for name, g in generation.items() for b, m in g['boards'].items() if m.get('beyond_judge'))
-if beyond_judge:
-    html.append(f'<p>{escape(beyond_judge)}.</p>')
+if beyond_judge:  # on the page a table: the sentence would repeat itself for every sampler
+    html.append(f"<p>Prompts beyond the judge's reach: more than two V above the highest grade the judge gives any "
+                f"real {split} route.</p>" + html_table(
+                    ['sampler', 'board', "the judge's highest V", 'prompts beyond it', 'within 2 V on the other prompts'],
+                    [[name, b, f"V{m['judge_ceiling_v']}", f"{m['beyond_judge']:,}", pct(m['grade_within2_v_in_reach'])]
+                     for name, g in generation.items() for b, m in g['boards'].items() if m.get('beyond_judge')]))
     beyond_judge += '.'
 shape_rows, shape_keys = [], ('top', 'height_span', 'width_span')
 for b in boards:
@@ -363,17 +391,18 @@ if 'grade' in report:
         html.append(f'<h3>{escape(b)}</h3>' + html_table(['predictor'] + [title for _, title, _ in GRADE_COLUMNS], rows))
         calibration = [[f'{FONT[f]}/{V_GRADE[f]}', f'{m:.2f}', FONT[font_grade(m)]] for f, m in entry['calibration'].items()]
         vs = sorted({w for row in entry['v_confusion'].values() for w in row})
-        confusion = [[f'V{v}'] + [row.get(w, 0) for w in vs] for v, row in entry['v_confusion'].items()]
-        html.append('<div style="display:flex;gap:2em;align-items:flex-start">'
-                    f'<div><h4>predicted vs true</h4>{scatter_svg(*plots[b])}</div>'
-                    f'<div><h4>calibration: mean prediction per true grade</h4>'
+        confusion = [[f'V{v}'] + [f'{row.get(w, 0):,}' for w in vs] for v, row in entry['v_confusion'].items()]
+        # panels that wrap onto another line rather than run off the page, each table scrolling in its own box
+        html.append('<div class="cards">'
+                    f'<div class="panel"><h4>predicted vs true</h4>{scatter_svg(*plots[b])}</div>'
+                    f'<div class="panel"><h4>calibration: mean prediction per true grade</h4>'
                     f"{html_table(['true grade', 'mean predicted', 'as Font'], calibration)}</div>"
-                    f"<div><h4>V grades: true (rows) vs predicted (columns)</h4>"
+                    f"<div class=\"panel\"><h4>V grades: true (rows) vs predicted (columns)</h4>"
                     f"{html_table([''] + [f'V{w}' for w in vs], confusion)}</div>"
-                    f"<div><h4>reliability of the likeliest Font grade (expected calibration error "
+                    f"<div class=\"panel\"><h4>reliability of the likeliest Font grade (expected calibration error "
                     f"{num(entry['reliability']['ece'])})</h4>"
                     + html_table(['confidence', 'routes', 'mean confidence', 'right'],
-                                 [[f'{lo:.1f}-{hi:.1f}', n, f'{c:.3f}', f'{a:.3f}'] for lo, hi, n, c, a in
+                                 [[f'{lo:.1f}-{hi:.1f}', f'{n:,}', f'{c:.3f}', f'{a:.3f}'] for lo, hi, n, c, a in
                                   entry['reliability']['table']]) + '</div></div>')
 
 # a sheet of generated routes per requested grade

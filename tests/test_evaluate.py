@@ -1,5 +1,7 @@
 """evaluate.py end to end on the tiny board: both models trained for a few iterations, one report."""
 import json
+import re
+import shutil
 import sqlite3
 import xml.etree.ElementTree as ET
 
@@ -17,12 +19,21 @@ def models(tiny, tmp_path_factory):
     return out
 
 
-def test_report_end_to_end(tiny, models, tmp_path):
+@pytest.fixture(scope='module')
+def tiny_report(tiny, models, tmp_path_factory):
+    """One report on the tiny board, run once for the tests that read it: (the folder holding report/, the run).
+    Absolute checkpoint paths in a long temporary folder, as a user's might be."""
+    tmp_path = tmp_path_factory.mktemp('report')
     root = tiny['root']
     (tmp_path / 'gen').symlink_to(models / 'gen')
     (tmp_path / 'grade').symlink_to(models / 'grade')
     proc = run('evaluate.py', 'config/tiny.py', f'--data_root={root}', f'--gen_dir={tmp_path}/gen',
                f'--grade_dir={tmp_path}/grade', f'--report_dir={tmp_path}/report', '--num_samples=60', '--sample_batch=25')
+    return tmp_path, proc
+
+
+def test_report_end_to_end(tiny_report):
+    tmp_path, proc = tiny_report
     report = json.loads((tmp_path / 'report' / 'report.json').read_text())
     assert report['generator']['val_loss_per_route'] > report['generator']['val_loss_per_token'] > 0
     for sampler in ('gpt', 'gpt, guided', 'frequency baseline'):
@@ -69,6 +80,60 @@ def test_report_end_to_end(tiny, models, tmp_path):
     mae = report['generation']['gpt']['boards']['tiny']['grade_mae']
     assert "| gpt | tiny | 100.0% | " in headline and f" | {mae:.2f} | " in headline
     assert f"| model, all rows | tiny | {grade['model']['all']['n']:,} | {grade['model']['all']['mae']:.2f} |" in headline
+
+
+def test_report_page_layout(tiny_report):
+    """What keeps the page readable, in its markup: checkpoints named relative to the one folder they share
+    (named once), each training curve under its own title, every table in a box of its own that scrolls."""
+    tmp_path, _ = tiny_report
+    html = (tmp_path / 'report' / 'report.html').read_text()
+    text = re.sub(r'<[^>]+>', ' ', html.split('</style>')[1])
+    assert text.count(str(tmp_path)) == 1 and 'gen/best.pt' in text and 'grade/best.pt' in text
+    curves = html.split('<h2>Training curves</h2>')[1].split('<h2>')[0]
+    assert re.findall(r'<div class="curve-card"><h4>([^<]*)</h4><svg', curves) == ['generator: gen', 'guide: grade']
+    assert html.count('<table>') == html.count('<div class="table-box"><table>') > 5
+    assert re.search(r'\.table-box\{[^}]*overflow-x:auto', html)
+    calibration = html.split('calibration: mean prediction per true grade</h4>')[1]
+    assert calibration.startswith('<div class="table-box"><table>')
+
+
+# the page as a browser lays it out: the boxes of what must not run off the page or into each other
+LAYOUT_JS = """const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+return {inner: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,  // less the scrollbar
+        titles: [...document.querySelectorAll('.curve-card h4')].map(r),
+        boxes: [...document.querySelectorAll('table')].map(t => [t.parentElement.className,
+            getComputedStyle(t.parentElement).overflowX, r(t.parentElement)[2]])};"""
+
+
+def test_report_in_a_browser(tiny_report):
+    """In headless Chromium 1300 px wide, and 800 (where the grade panels must wrap): nothing runs off the
+    right edge, each table's box stays on the page, and curve titles side by side keep apart."""
+    webdriver = pytest.importorskip('selenium.webdriver')
+    chromium, driver = shutil.which('chromium') or shutil.which('chromium-browser'), shutil.which('chromedriver')
+    if not (chromium and driver):
+        pytest.skip('no chromium and chromedriver')
+    tmp_path, _ = tiny_report
+    options = webdriver.ChromeOptions()
+    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu'):
+        options.add_argument(arg)
+    options.binary_location = chromium
+    browser = webdriver.Chrome(service=webdriver.ChromeService(driver), options=options)
+    try:
+        browser.get((tmp_path / 'report' / 'report.html').as_uri())
+        for width in (1300, 800):
+            browser.set_window_size(width, 1000)
+            page = browser.execute_script(LAYOUT_JS)
+            assert page['scroll'] <= page['inner'], width
+            assert page['boxes'] and all(c == 'table-box' and o == 'auto' and right <= page['inner']
+                                         for c, o, right in page['boxes']), (width, page['boxes'])
+            titles = page['titles']
+            assert len(titles) == 2
+            for i, a in enumerate(titles):
+                for b in titles[i + 1:]:
+                    if a[1] < b[3] and b[1] < a[3]:  # on one line: a gap between them
+                        assert a[2] + 8 <= b[0] or b[2] + 8 <= a[0], (width, titles)
+    finally:
+        browser.quit()
 
 
 def test_report_on_a_wall(tiny, models, tmp_path):
