@@ -6,7 +6,7 @@ import os
 
 from conftest import ROOT
 
-LIBRARY = {'routes', 'model', 'metrics', 'draw', 'lights', 'trainer', 'configurator'}
+LIBRARY = {'routes', 'model', 'engine', 'metrics', 'draw', 'lights', 'trainer', 'configurator'}
 SCRIPTS = {'prepare', 'train_gen', 'train_grade', 'sample', 'grade', 'evaluate', 'bench', 'serve'}
 
 
