@@ -619,6 +619,29 @@ def select(rows, keep):
     return {k: [v[i] for i in index] if isinstance(v, list) else v[keep] for k, v in rows.items()}
 
 
+def sample_rows(rows, n):
+    """A fixed sample of n rows of a load_split() dict, as a keep mask: the rows of least hash of
+    (board, climb, angle), so the same rows at every evaluation and on every machine, and much the
+    same share of each board and angle at any size of data; every row where there are at most n."""
+    keys = [f"boardgpt-sample:{b}:{c}:{a}" for b, c, a in zip(rows['board'], rows['climb_id'], rows['angle'])]
+    keep = np.ones(len(keys), dtype=bool)
+    if len(keys) > n:
+        h = np.array([int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], 'big') for k in keys], dtype=np.uint64)
+        keep[:] = False
+        keep[np.argsort(h, kind='stable')[:n]] = True
+    return keep
+
+
+def sample_split(rows, n):
+    """A load_split(..., lists=False) dict's fixed sample of n rows (sample_rows), with each route's
+    tokens as a list, as load_split() gives them: a list per route only for the rows sampled."""
+    keep = sample_rows(rows, n)
+    out = {k: v[keep] for k, v in rows.items() if k not in ('flat', 'offset')}
+    flat, offset = rows['flat'], rows['offset']
+    out['tokens'] = [flat[offset[i]:offset[i + 1]].tolist() for i in np.flatnonzero(keep)]
+    return out
+
+
 def encoder_input(tokens):
     """A route's full token sequence -> the grade model's input: <board> <angle> holds, without
     the grade token (what it predicts) and <end>."""

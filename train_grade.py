@@ -16,12 +16,13 @@ Each route enters as <board> <angle> holds... (the prepared sequence without its
 tokens), with the angle also as a number; rows without a known difficulty are skipped. The loss
 is the cross-entropy of the model's grade distribution against two-hot targets, weighted by
 min(ascents, ascent_weight_cap) where the data counts ascents, since a grade logged once is much
-noisier than one agreed by many. best.pt is the checkpoint with the lowest weighted MAE on val.
-The schedule is epochs passes over the training routes, stopped early after patience evaluations
-without a better val MAE. With --pretrain_epochs each model first learns, in <its folder>/pretrain/,
+noisier than one agreed by many. best.pt is the checkpoint with the lowest weighted MAE on a fixed
+sample of eval_rows val routes. The schedule is epochs passes over the training routes, or fewer
+to end within max_minutes (shared by the models this process trains), stopped early after
+patience evaluations without a better val MAE. With --pretrain_epochs each model first learns, in <its folder>/pretrain/,
 to name the holds hidden from the training routes, graded or not (model.MaskedHolds), and trains
 on grades from that encoder.
-At the end each model trained here is calibrated on val, and they (the ensemble and its first
+At the end each model trained here is calibrated on all of val, and they (the ensemble and its first
 member alone, or --member's model alone) and a ridge baseline on hold-and-angle features are
 scored on the test split, per board.
 """
@@ -38,8 +39,8 @@ from metrics import (ascent_weights, calibration, fit_temperature, grade_classes
                      ridge_baseline, ridge_design, ridge_predict)
 from model import (build_grader, build_masked_holds, checkpoint_dir, grader_args, hide_holds, load_checkpoint,
                    load_grader, member_dir, member_indices)
-from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, select
-from trainer import format_seconds, sized_schedule, save_atomic, similar_length_batch, train
+from routes import SPLITS, InputError, block_size, encoder_input, load_meta, load_split, pad, sample_rows, select
+from trainer import EVAL_ROWS, budget_share, format_seconds, sized_schedule, save_atomic, similar_length_batch, train
 
 # -----------------------------------------------------------------------------
 # config
@@ -67,9 +68,11 @@ batch_size = 128  # routes per micro-step (128 beat 64 on Kilter val: the labels
 length_pool = 8  # draw each batch from length_pool * batch_size routes of similar length: almost no
 #                  padding to compute; 0: from all routes
 gradient_accumulation_steps = 1
-max_iters = 0  # 0: sized by the data, epochs passes over the training routes
+max_iters = 0  # 0: sized by the data, epochs passes over the training routes, within max_minutes
+max_minutes = 13.0  # this process's wall time at most, shared by the models it trains (0: no limit): the page in 15
 epochs = 12.75  # 2,252 iterations on Kilter's 22,600 graded routes (docs/grade.md)
 patience = 4  # stop after this many evaluations without a better val MAE (0: run to max_iters)
+eval_rows = EVAL_ROWS  # val routes an evaluation scores (and as many train routes): its cost does not grow with the data
 learning_rate = 1e-3  # after pretraining 3e-4 (docs/grade.md)
 min_lr = 1e-5
 warmup_iters = 100
@@ -121,13 +124,21 @@ def padded(rows):
                 angle_t=torch.tensor(rows['angle'], dtype=torch.float32))
 
 
+def graded_rows(rows):
+    """rows with their padded inputs, grade targets and loss weights."""
+    return dict(rows, **padded(rows), target=torch.tensor(rows['difficulty'], dtype=torch.float32),
+                weight=torch.tensor(ascent_weights(rows['ascents'], ascent_weight_cap), dtype=torch.float32))
+
+
 folder = os.path.join(data_root, dataset)
 meta = load_meta(folder)
-splits, all_routes = {}, {}  # all_routes: every route of train and val, graded or not, for the pretraining
+# all_routes: every route of train and val (val: its sample), graded or not, for the pretraining;
+# samples: the val and train rows an evaluation during training scores, the same each time
+splits, samples, all_routes = {}, {}, {}
 for split in SPLITS:
     rows = load_split(folder, meta, split)
     if pretrain_epochs and split != 'test':
-        all_routes[split] = padded(rows)
+        all_routes[split] = padded(rows if split == 'train' else select(rows, sample_rows(rows, eval_rows)))
     graded = ~np.isnan(rows['difficulty'])
     keep = graded if split != 'train' else graded & ~(rows['ascents'] < min_ascents_train)  # NaN: unknown, kept
     if (~graded).any():
@@ -135,9 +146,12 @@ for split in SPLITS:
     if split == 'train' and (graded & ~keep).any():
         print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
     rows = select(rows, keep)
-    rows.update(padded(rows), target=torch.tensor(rows['difficulty'], dtype=torch.float32),
-                weight=torch.tensor(ascent_weights(rows['ascents'], ascent_weight_cap), dtype=torch.float32))
-    splits[split] = rows
+    splits[split] = graded_rows(rows)
+    samples[split] = rows  # for now: sampled below, once the val sample's size is known
+for split in ('val', 'train'):  # the train sample as large as val's, at least 256, to see overfitting by
+    n = eval_rows if split == 'val' else max(len(samples['val']['target']), 256)
+    samples[split] = graded_rows(select(samples[split], sample_rows(samples[split], n)))
+del samples['test']
 if not len(splits['train']['target']):
     raise InputError(f"no graded training routes in {folder}: train_grade.py needs routes with a known grade")
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded routes" for s in SPLITS)
@@ -158,11 +172,11 @@ def get_batch(split, generator):
 
 
 def evaluate(model):
-    """val_loss: the ascent-weighted MAE on val, what best.pt is chosen by (on Kilter the
-    cross-entropy the model is trained on turned up while the MAE was still falling); val_ce:
-    that cross-entropy; MAE on val, on val routes with >= 5 ascents where ascents are known,
-    and on as many train routes as val has."""
-    val, device = splits['val'], next(model.parameters()).device
+    """On the val sample: val_loss, the ascent-weighted MAE, what best.pt is chosen by (on Kilter the
+    cross-entropy the model is trained on turned up while the MAE was still falling), and its
+    standard error; val_ce: that cross-entropy; MAE on val, on val routes with >= 5 ascents where
+    ascents are known, and on the train sample."""
+    val, device = samples['val'], next(model.parameters()).device
     total, weight = 0.0, 0.0
     for i in range(0, len(val['target']), 512):
         batch = (val['x'][i:i + 512], val['angle_t'][i:i + 512], val['target'][i:i + 512], val['weight'][i:i + 512])
@@ -172,14 +186,14 @@ def evaluate(model):
     err = np.abs(grade_routes(model, val['inputs'], val['angle'])['difficulty'] - val['difficulty'])
     w = val['weight'].numpy()
     out = dict(val_loss=float((err * w).sum() / w.sum()), val_ce=total / max(weight, 1e-9))
+    out['val_loss_se'] = float(np.sqrt((w ** 2 * (err - out['val_loss']) ** 2).sum()) / w.sum())
     out['val_mae'] = float(err.mean())
     many = val['ascents'] >= 5
     if many.any():
         out['val_mae_5asc'] = float(err[many].mean())
-    train_rows = splits['train']
-    n = min(len(train_rows['target']), max(len(val['target']), 256))
-    predicted = grade_routes(model, train_rows['inputs'][:n], train_rows['angle'][:n])['difficulty']
-    out['train_mae'] = float(np.abs(predicted - train_rows['difficulty'][:n]).mean())
+    train_rows = samples['train']
+    predicted = grade_routes(model, train_rows['inputs'], train_rows['angle'])['difficulty']
+    out['train_mae'] = float(np.abs(predicted - train_rows['difficulty']).mean())
     return out
 
 
@@ -210,8 +224,12 @@ model_args = grader_args(meta, block_size=block_size(meta), n_layer=n_layer, n_h
 ks = [member] if member >= 0 else range(ensemble)
 folders = [out_dir] if ensemble == 1 else [member_dir(out_dir, k) for k in ks]
 roles = torch.tensor(model_args['token_role'])  # token -> its role (0: not a hold), what hide_holds reads
+# after the last model: calibration (val graded twice a model) and the test split, in evaluations' worth of
+# time (an evaluation grades the val sample twice and the train sample once), and one more for the ridge baseline
+reserve = 1 + len(folders) * (2 * len(splits['val']['target']) + 2 * len(splits['test']['target'])) / \
+    (3 * len(samples['val']['target']))
 t0 = time.time()
-for k, folder in zip(ks, folders):
+for i, (k, folder) in enumerate(zip(ks, folders)):
     if ensemble > 1:
         print(f"\nensemble member {k + 1} of {ensemble}: seed {seed + k}, {folder}")
     build = build_grader
@@ -221,8 +239,9 @@ for k, folder in zip(ks, folders):
         n = len(all_routes['train']['x'])
         print(f"pretraining on the {n:,} training routes, {pretrain_mask:.0%} of their holds hidden: {pre_dir}")
         again = init_from == 'resume' and os.path.isfile(os.path.join(pre_dir, 'last.pt'))
+        share = budget_share(max_minutes, len(folders) - i) * pretrain_epochs / (pretrain_epochs + epochs)
         pre = dict(config, seed=seed + k, out_dir=pre_dir, max_iters=0, lr_decay_iters=0, epochs=pretrain_epochs,
-                   learning_rate=pretrain_lr, patience=0, init_from='resume' if again else 'scratch')
+                   learning_rate=pretrain_lr, patience=0, init_from='resume' if again else 'scratch', max_minutes=share)
         train(sized_schedule(pre, n), model_args, build_masked_holds, pretrain_batch, pretrain_evaluate)
         best_pre = build_masked_holds(model_args)
         best_pre.load_state_dict(load_checkpoint(os.path.join(pre_dir, 'best.pt'))['model'])
@@ -233,7 +252,8 @@ for k, folder in zip(ks, folders):
             missing = model.load_state_dict(state, strict=False).missing_keys
             assert all(name.startswith('head.') for name in missing), missing
             return model
-    model, metrics = train(dict(config, seed=seed + k, out_dir=folder), model_args, build, get_batch, evaluate)
+    model, metrics = train(dict(config, seed=seed + k, out_dir=folder, max_minutes=budget_share(max_minutes, len(folders) - i)),
+                           model_args, build, get_batch, evaluate, reserve if i == len(folders) - 1 else 0.0)
 print(f"trained {len(folders)} model(s) in {format_seconds(time.time() - t0)}")
 
 # -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ generator seeded by (seed, iteration, micro-step, rank), so a resumed run sees e
 batches the uninterrupted run would have seen.
 """
 
+import copy
 import json
 import math
 import os
@@ -28,6 +29,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import HISTORY, bf16_is_fast, check_device, load_checkpoint
 from routes import InputError
+
+EVAL_ROWS = 2048  # val routes an evaluation during training scores, the same ones each time (routes.sample_rows)
+START = time.time()  # when the script started, near enough (it imports this first): what a time budget counts from
 
 
 def setup(device, dtype, seed):
@@ -94,13 +98,40 @@ def iterations_for(epochs, routes, per_iter):
 
 
 def sized_schedule(config, routes):
-    """config with max_iters 0 replaced by config['epochs'] passes over routes training routes, and
-    lr_decay_iters 0 by max_iters (the cosine ends where training does), said in one line."""
-    max_iters = config['max_iters']
+    """config with max_iters 0 replaced by config['epochs'] passes over routes training routes, said
+    in one line. With a time budget (max_minutes) those epochs are only the cap: train() sizes the
+    run to the budget once it has timed a few iterations (budgeted). An explicit max_iters wins."""
+    per_iter = config['batch_size'] * config['gradient_accumulation_steps']
+    max_iters, budget = config['max_iters'], config.get('max_minutes', 0)
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 0):
+        raise InputError(f"max_minutes must be a number of minutes > 0 (0: no budget), got {budget!r}")
     if not max_iters:
-        max_iters = iterations_for(config['epochs'], routes, config['batch_size'] * config['gradient_accumulation_steps'])
-        print(f"max_iters {max_iters:,}: {config['epochs']:g} epochs of {routes:,} routes")
-    return dict(config, max_iters=max_iters, lr_decay_iters=config['lr_decay_iters'] or max_iters)
+        max_iters = iterations_for(config['epochs'], routes, per_iter)
+        print(f"max_iters {max_iters:,}: {config['epochs']:g} epochs of {routes:,} routes"
+              + (f", or fewer to end within the budget of {budget:g} minutes" if budget else ''))
+    return dict(config, max_iters=max_iters, budgeted=bool(budget and not config['max_iters']),
+                iters_per_epoch=routes / per_iter)
+
+
+def schedule(config, max_iters):
+    """config with its schedule sized to max_iters iterations: the cosine decays to min_lr at the end
+    (lr_decay_iters 0) and the warm-up takes at most half the run, so that a short budget still ends
+    at min_lr. max_iters alone decides it, so a budgeted run is repeated anywhere by --max_iters=N.
+    Evaluations stay every eval_interval iterations, and one ends every run."""
+    return dict(config, max_iters=max_iters, lr_decay_iters=config['lr_decay_iters'] or max_iters,
+                warmup_iters=min(config['warmup_iters'], max_iters // 2))
+
+
+def budget_share(max_minutes, parts=1):
+    """Minutes of a process's budget left now (from START), shared among parts trainings still to run
+    (0: no budget)."""
+    return max(1e-3, (max_minutes * 60 - (time.time() - START)) / parts / 60) if max_minutes else 0
+
+
+def fit_budget(seconds, step, evaluation, reserve, interval, cap):
+    """The most iterations, at most cap, whose steps and evaluations (one every interval, and the last)
+    take at most seconds, less reserve evaluations' worth for after training."""
+    return min(cap, max(1, int((seconds - (reserve + 1) * evaluation) / (step + evaluation / interval))))
 
 
 def format_seconds(s):
@@ -129,8 +160,13 @@ def check_config(config):
     check_device(config['device'])
 
 
-def train(config, model_args, build_model, get_batch, evaluate):
-    """config: the script's config dict. Returns the trained (raw) model on its device."""
+def train(config, model_args, build_model, get_batch, evaluate, reserve=0.0):
+    """config: the script's config dict (sized_schedule's). Returns the trained (raw) model on its
+    device and the last evaluation's metrics. A budgeted run (max_minutes, no max_iters given) ends
+    within max_minutes of this call: it times a few steps and one evaluation, puts the model and
+    optimizer back as they were, and sizes its schedule to fit, leaving reserve evaluations' worth of
+    time for what the script does after training."""
+    t_call = time.time()
     check_config(config)
     env = setup(config['device'], config['dtype'], config['seed'])
     device, master = env['device'], env['master']
@@ -142,11 +178,18 @@ def train(config, model_args, build_model, get_batch, evaluate):
         os.makedirs(out_dir, exist_ok=True)
 
     iter_num, best_val_loss, checkpoint, history = 0, float('inf'), None, []
+    budgeted = config.get('budgeted', False)
     if config['init_from'] == 'resume':
         checkpoint = load_checkpoint(os.path.join(out_dir, 'last.pt'), device)
         model_args = checkpoint['model_args']
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
         history = list(checkpoint.get('history', []))  # up to last.pt: a resumed run's curve continues it exactly
+        if budgeted and checkpoint.get('config', {}).get('max_iters'):  # the schedule the budget chose, not a new one
+            config = dict(config, max_iters=checkpoint['config']['max_iters'])
+            print(f"resuming the budgeted schedule of {config['max_iters']:,} iterations")
+            budgeted = False
+    if not budgeted:
+        config = schedule(config, config['max_iters'])
     patience = config.get('patience', 0)
     # evaluations since the best one (early stopping counts them): a resumed run takes them from its history
     stale = next((i for i, h in enumerate(reversed(history)) if h.get('best')), len(history))
@@ -217,11 +260,93 @@ def train(config, model_args, build_model, get_batch, evaluate):
         eval_total, eval_count = eval_total + time.time() - t_eval, eval_count + 1
         return metrics
 
-    batch = batch_for(iter_num, 0)
-    t0 = time.time()
+    def step(it, batch):
+        """One optimizer step of iteration it on batch (its first micro-batch) -> (the last micro-step's
+        loss, the next iteration's first batch)."""
+        torch.manual_seed(config['seed'] * 7919 + it * env['world'] + env['rank'])  # dropout, reproducibly
+        for micro in range(accum):
+            if env['ddp']:  # sync gradients on the last micro-step only
+                model.require_backward_grad_sync = micro == accum - 1
+            with env['ctx']:
+                _, loss = model(*batch)
+                loss = loss / accum
+            tokens.add_(batch[0].ne(0).sum())
+            loss_sum.add_(loss.detach().float())
+            loss_count.add_(int(micro == accum - 1))
+            batch = batch_for(it, micro + 1) if micro + 1 < accum else batch_for(it + 1, 0)
+            scaler.scale(loss).backward()
+        if config['grad_clip'] > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'])
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss, batch
+
+    def probe():
+        """(seconds a step, seconds an evaluation): a few steps timed (from the second: the first pays
+        for allocations) and one evaluation, the model, optimizer and scaler put back as they were."""
+        saved = copy.deepcopy((raw_model.state_dict(), optimizer.state_dict(), scaler.state_dict()))
+        b, steps, t_first = batch_for(iter_num, 0), 0, time.time()
+        for group in optimizer.param_groups:
+            group['lr'] = config['min_lr']  # undone below: any rate costs the same
+        while steps < 4 or (steps < 50 and time.time() - t_first < 2.0):
+            loss, b = step(iter_num + steps, b)
+            loss.item()  # wait for the device
+            steps += 1
+            t_first = time.time() if steps == 1 else t_first
+        per_step = (time.time() - t_first) / (steps - 1)
+        raw_model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        scaler.load_state_dict(saved[2])
+        for t in (tokens, loss_sum, loss_count):
+            t.zero_()
+        t_eval = time.time()
+        if master:
+            raw_model.eval()
+            with torch.no_grad(), env['ctx']:
+                evaluate(raw_model)
+            raw_model.train()
+        return per_step, time.time() - t_eval
+
+    def plan(per_step, per_eval, say):
+        """The schedule that ends within the budget at per_step seconds a step from here on (every rank
+        runs the master's), said in one line if say."""
+        n = torch.tensor([unsized['max_iters']], device=device)
+        if master:
+            left = unsized['max_minutes'] * 60 - (time.time() - t_call)
+            n[0] = iter_num + fit_budget(0.95 * left, per_step, per_eval, reserve, unsized['eval_interval'],
+                                         unsized['max_iters'] - iter_num)
+            n[0] = max(int(n[0]), 2 * unsized['warmup_iters'] if iter_num else 1)  # past the warm-up: it stays whole
+        if env['ddp']:
+            broadcast(n, 0)
+        sized = schedule(unsized, int(n.item()))
+        if master and say:
+            epochs = sized['max_iters'] / unsized['iters_per_epoch']
+            cap = 'all the epochs fit' if sized['max_iters'] == unsized['max_iters'] else \
+                f"of {unsized['max_iters']:,} for {unsized['epochs']:g} epochs"
+            print(f"budget {unsized['max_minutes']:.2f} minutes: {sized['max_iters']:,} iterations, {epochs:.2f} epochs "
+                  f"({cap}), at {per_step * 1000:.0f} ms an iteration and {per_eval:.1f} s an evaluation every "
+                  f"{sized['eval_interval']:,}; to repeat it anywhere: --max_iters={sized['max_iters']}")
+        return sized
+
     tokens = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per step
     loss_sum = torch.zeros((), device=device)  # the training loss since the last eval, summed there too
     loss_count = torch.zeros((), dtype=torch.long, device=device)
+    # a budgeted run plans from a probe, then plans again at the end of its warm-up from the steps it
+    # has timed, with the other work on the machine as it is by then (a probe's steps, each of a new
+    # batch shape, ran slow on a CPU: 1,880 of Kilter's 3,002 where 2,700 fit); the warm-up's rates
+    # do not depend on the plan, so --max_iters=N still repeats the run
+    replan_at, t_mark, evals_mark, unsized = 0, None, 0.0, config  # unsized: max_iters the epochs' cap
+    if budgeted:
+        per_step, per_eval = probe()
+        config = plan(per_step, per_eval, say=False)
+        whole = config['warmup_iters'] == unsized['warmup_iters']  # a shorter one would change with the plan
+        replan_at = config['warmup_iters'] if whole and config['warmup_iters'] >= 20 else 0
+        if not replan_at:
+            config = plan(per_step, per_eval, say=True)
+    batch = batch_for(iter_num, 0)
+    t0 = time.time()
     last_log_iter, start_iter, metrics, lr = iter_num, iter_num, None, get_lr(iter_num, config)
     # time left counts training and evaluations apart, so an eval does not make the estimate jump
     eval_seconds, eval_total, eval_count = 0.0, 0.0, 0
@@ -244,25 +369,14 @@ def train(config, model_args, build_model, get_batch, evaluate):
                 break
         if iter_num >= config['max_iters']:
             break
-        torch.manual_seed(config['seed'] * 7919 + iter_num * env['world'] + env['rank'])  # dropout, reproducibly
-        for micro in range(accum):
-            if env['ddp']:  # sync gradients on the last micro-step only
-                model.require_backward_grad_sync = micro == accum - 1
-            with env['ctx']:
-                _, loss = model(*batch)
-                loss = loss / accum
-            tokens += batch[0].ne(0).sum()
-            loss_sum += loss.detach().float()
-            loss_count += micro == accum - 1
-            batch = batch_for(iter_num, micro + 1) if micro + 1 < accum else batch_for(iter_num + 1, 0)
-            scaler.scale(loss).backward()
-        if config['grad_clip'] > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config['grad_clip'])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        loss, batch = step(iter_num, batch)
         iter_num += 1
+        if replan_at and iter_num == replan_at // 2:
+            t_mark, evals_mark = time.time(), eval_total
+        if replan_at and iter_num == replan_at:
+            loss.item()  # wait for the device
+            per_step = (time.time() - t_mark - (eval_total - evals_mark)) / (replan_at - replan_at // 2)
+            config = plan(per_step, per_eval, say=True)
         if iter_num % config['log_interval'] == 0 and master:
             dt = time.time() - t0 - eval_seconds
             n = tokens.item() * env['world']  # the one host sync, at log time

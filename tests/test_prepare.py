@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import error_line, make_aurora_db, make_moonboard_json, run, shared
-from routes import SPLITS, Grammar, block_size, load_meta
+from routes import SPLITS, Grammar, block_size, load_meta, load_split, sample_rows, sample_split
 
 
 def decode_splits(root, dataset):
@@ -158,3 +158,26 @@ def test_shared_data_prepares_and_decodes(tmp_path, config):
         fracs = [t[s] / kept for s in SPLITS]
         assert 0.87 < fracs[0] < 0.93 and 0.03 < fracs[1] < 0.07 and 0.03 < fracs[2] < 0.07
     assert 'rows kept' in proc.stdout
+
+
+def test_a_fixed_sample_of_a_split(tiny):
+    """What evaluations and reports count of a large split: the rows of least hash, the same rows
+    whatever asks, a smaller sample inside a larger one, and every row where the split is small."""
+    meta = load_meta(os.path.join(tiny['root'], 'tiny'))
+    rows = load_split(os.path.join(tiny['root'], 'tiny'), meta, 'train')
+    flat = load_split(os.path.join(tiny['root'], 'tiny'), meta, 'train', lists=False)
+    n = len(rows['tokens'])
+    assert n > 100
+    small, large = sample_rows(rows, 40), sample_rows(rows, 80)
+    assert small.sum() == 40 and large.sum() == 80 and not (small & ~large).any()
+    assert (sample_rows(flat, 40) == small).all() and sample_rows(rows, n).all() and sample_rows(rows, 10 * n).all()
+    # by each row's own key, not its place: the same rows in any order of the split
+    order = np.random.default_rng(0).permutation(n)
+    shuffled = {k: v[order] for k, v in flat.items() if k not in ('flat', 'offset')}
+    def keys(r, keep):
+        return {(c, a) for c, a, k in zip(r['climb_id'], r['angle'], keep) if k}
+    assert keys(shuffled, sample_rows(shuffled, 40)) == keys(rows, small)
+    picked = sample_split(flat, 40)
+    assert picked['tokens'] == [t for t, keep in zip(rows['tokens'], small) if keep]
+    assert list(picked['climb_id']) == list(rows['climb_id'][small]) and set(picked) == set(rows)
+    assert sample_split(flat, n)['tokens'] == rows['tokens']

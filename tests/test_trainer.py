@@ -2,13 +2,16 @@
 evaluation after which a run stops is known exactly; alone, resumed, and under torchrun."""
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
+import pytest
 import torch
 
 from conftest import ROOT
-from trainer import iterations_for, train
+from trainer import iterations_for, sized_schedule, train
 
 VAL = [5.0, 4.0, 4.5, 4.2, 4.1, 4.3, 3.0, 2.0, 1.0, 0.5]  # best at the 2nd evaluation, then 3 worse
 
@@ -107,3 +110,58 @@ def test_a_schedule_sized_by_the_data():
     assert iterations_for(17, 22_600, 128) == 3002  # Kilter's graded routes: the default grade schedule
     assert iterations_for(17, 2_260, 128) == 301  # a tenth of the data, a tenth of the iterations
     assert iterations_for(0.001, 10, 128) == 1
+
+
+# a time budget: CONFIG as sized_schedule leaves a budgeted run, its epochs a cap it cannot reach
+BUDGET = dict(CONFIG, max_iters=1_000_000, budgeted=True, max_minutes=0.05, epochs=1e6, iters_per_epoch=1.0,
+              lr_decay_iters=0, warmup_iters=10, eval_interval=200, patience=0)
+
+
+def constant(calls=None):
+    def evaluate(model):
+        if calls is not None:
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt  # the run stopped by hand after two evaluations of training
+        return dict(val_loss=1.0)
+    return evaluate
+
+
+def planned(out):
+    m = re.search(r'budget [\d.]+ minutes: (\d+) iterations.*--max_iters=(\d+)', out.replace(',', ''))
+    assert m and m.group(1) == m.group(2), out
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize('warmup', [10, 40])  # planned once from the probe; planned again after a warm-up of 40
+def test_a_budget_sizes_the_run_to_end_on_time_at_min_lr(tmp_path, capsys, warmup):
+    t0 = time.time()
+    train(dict(BUDGET, out_dir=str(tmp_path), warmup_iters=warmup), {}, Line, get_batch, constant())
+    took, n = time.time() - t0, planned(capsys.readouterr().out)
+    assert 10 < n < BUDGET['max_iters'] and took < 2 * 60 * BUDGET['max_minutes'] + 2  # within it, far from the cap
+    last = torch.load(tmp_path / 'last.pt', weights_only=True)
+    assert last['iter_num'] == n and last['config']['max_iters'] == n and last['config']['lr_decay_iters'] == n
+    assert last['optimizer']['param_groups'][0]['lr'] == pytest.approx(BUDGET['min_lr'])
+    # the same run anywhere: --max_iters=N (no budget) gives the same weights, bit for bit
+    train(dict(CONFIG, out_dir=str(tmp_path / 'again'), max_iters=n, lr_decay_iters=0, warmup_iters=warmup,
+               eval_interval=200, patience=0), {}, Line, get_batch, constant())
+    again = torch.load(tmp_path / 'again' / 'last.pt', weights_only=True)
+    assert all(torch.equal(last['model'][k], again['model'][k]) for k in last['model'])
+    # an explicit max_iters wins over the budget
+    assert sized_schedule(dict(BUDGET, max_iters=30, batch_size=8), 100)['budgeted'] is False
+    assert sized_schedule(dict(BUDGET, max_iters=0, batch_size=8), 100)['budgeted'] is True
+
+
+def test_a_resumed_budgeted_run_keeps_its_schedule(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train(dict(BUDGET, out_dir=str(tmp_path), eval_interval=20), {}, Line, get_batch, constant([]))
+    n = planned(capsys.readouterr().out)
+    assert torch.load(tmp_path / 'last.pt', weights_only=True)['iter_num'] == 40  # stopped after its second evaluation
+    # resumed with another budget: the schedule it chose before, not a new one
+    train(dict(BUDGET, out_dir=str(tmp_path), eval_interval=20, max_minutes=10.0, init_from='resume'), {}, Line,
+          get_batch, constant())
+    out = capsys.readouterr().out
+    assert f'resuming the budgeted schedule of {n:,} iterations' in out and 'budget ' not in out
+    last = torch.load(tmp_path / 'last.pt', weights_only=True)
+    assert last['iter_num'] == n and last['config']['lr_decay_iters'] == n
+    assert last['optimizer']['param_groups'][0]['lr'] == pytest.approx(BUDGET['min_lr'])
