@@ -47,10 +47,11 @@ import torch
 from configurator import configure
 from engine import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, grade_routes, guide_rule, join_generator, sample_routes,
                     sample_tokens)
-from metrics import ClimbIndex, grade_metrics_by_board, grade_report
+from metrics import REPORT_ROWS, ClimbIndex, grade_metrics_by_board, grade_report
 from model import (bf16_is_fast, build_generator, check_device, checkpoint_dir, grade_checkpoints, load_checkpoint,
                    load_generator, load_grader, read_history)
-from routes import END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, select
+from routes import (END, SPLITS, DecodingRules, Grammar, InputError, encoder_input, load_meta, load_split, sample_split,
+                    select)
 from trainer import format_seconds
 
 # -----------------------------------------------------------------------------
@@ -164,6 +165,7 @@ if scale:
         raise InputError(f"--scale is how many times to grow the snapshot: a whole number of at least 2, got {scale!r}")
     if not os.path.isdir(os.path.join(snapshot, 'v1-gzip')):
         raise InputError(f"--scale needs --snapshot=<a boardsesh snapshot folder>, got {snapshot!r}")
+if scale and not page:
     import urllib.request  # only this section needs it
     tmp = tempfile.mkdtemp(prefix='boardgpt-scale-')
     results = {}
@@ -260,6 +262,10 @@ if page:
     os.makedirs(tmp, exist_ok=True)
     common = [f'--data_root={tmp}/data', f'--device={device}']
     gen_dir, grade_dir = f'{tmp}/out/gen', f'{tmp}/out/grade'
+    if scale:  # at a real snapshot's size: the snapshot grown scale times is the database
+        (n_climbs, _), size = grow_snapshot(snapshot, os.path.join(tmp, 'snapshot'), scale)
+        db = os.path.join(tmp, 'snapshot')
+        print(f"grew the snapshot {scale}x: {n_climbs:,} climbs, {size / 1e6:.0f} MB gzip", flush=True)
     times = {'prepare': step('prepare', ['prepare.py', config, f'--data_root={tmp}/data', *([f'--db={db}'] if db else [])])}
     print(f"prepare: {times['prepare'][0]:.1f}s", flush=True)
     threads = max(1, (os.cpu_count() or 1) // 3)
@@ -267,8 +273,11 @@ if page:
                      *[['train_grade.py', config, *common, f'--out_dir={grade_dir}', '--ensemble=2', f'--member={k}']
                        for k in (1, 0)]],
                     threads)
-    for what, (wall, mb, _) in zip(('train_gen', 'train_grade --member=1', 'train_grade --member=0'), runs):
+    for what, (wall, mb, log) in zip(('train_gen', 'train_grade --member=1', 'train_grade --member=0'), runs):
         times[what] = (wall, mb)
+        for line in log.splitlines():  # what each run's time budget chose, and how it ended
+            if line.startswith(('budget ', 'stopping at', 'best.pt on all')):
+                print(f"{what}: {line}")
     times['the trainings, at once'] = (max(r[0] for r in runs), sum(r[1] for r in runs))
     times['serve (up, one page)'] = step('serve', ['serve.py', config, f'--data_root={tmp}/data', f'--gen_dir={gen_dir}',
                                          f'--grade_dir={grade_dir}', '--port=0', '--log_requests=False'], 'serving')
@@ -278,13 +287,16 @@ if page:
         peak['bfloat16'] = matmul_peak(torch.bfloat16)
     best = min(read_history(gen_dir), key=lambda h: h['val_loss'])
     meta = load_meta(os.path.join(tmp, 'data', dataset))
-    test = load_split(os.path.join(tmp, 'data', dataset), meta, 'test')
-    test = select(test, ~np.isnan(test['difficulty']))
     guide = load_grader(grade_dir, meta)
     grader = join_generator(guide, load_generator(os.path.join(gen_dir, 'best.pt'), meta), meta)  # what the page grades with
-    inputs = [encoder_input(t) for t in test['tokens']]
-    predicted = {name: grade_routes(m, inputs, test['angle'])['difficulty']
-                 for name, m in (('model', grader), ('grade models', guide))}
+    scored = {}  # split -> (its graded rows, as evaluate.py counts them; the predictions; how many of how many)
+    for split in ('val', 'test'):
+        rows = load_split(os.path.join(tmp, 'data', dataset), meta, split, lists=False)
+        rows = sample_split(rows, REPORT_ROWS)
+        rows = select(rows, ~np.isnan(rows['difficulty']))
+        inputs = [encoder_input(t) for t in rows['tokens']]
+        scored[split] = (rows, {name: grade_routes(m, inputs, rows['angle'])['difficulty']
+                                for name, m in (('model', grader), ('grade models', guide))})
     print(f"\n{config}: {os.cpu_count()} cores, {threads} thread(s) a training; matmul peak "
           + ', '.join(f'{k} {v / 1e9:,.0f} GFLOP/s' for k, v in peak.items()))
     print(f"{'step':26} {'wall':>8} {'peak MB':>8}   (a step's peak counts bench's own {floor:,.0f} MB, forked from it)")
@@ -293,8 +305,10 @@ if page:
     total = times['prepare'][0] + times['the trainings, at once'][0] + times['serve (up, one page)'][0]
     print(f"{'database to page':26} {format_seconds(total):>8}")
     print(f"\ngenerator: val loss {best.get('val_loss_per_route', best['val_loss']):.2f} per route (iteration {best['iter']})")
-    print(f"grade model ({len(guide.paths)} grade models joined by the generator; and those alone), test split:\n"
-          + grade_report(grade_metrics_by_board(test, predicted)))
+    for split, (rows, predicted) in scored.items():
+        print(f"grade model ({len(guide.paths)} grade models joined by the generator; and those alone), {split} split"
+              f" ({len(rows['board']):,} graded routes of at most {REPORT_ROWS:,}, a fixed sample):\n"
+              + grade_report(grade_metrics_by_board(rows, predicted)))
     if page_dir:
         print(f"\nkept in {page_dir}: serve it with python serve.py {config} --data_root={page_dir}/data "
               f"--gen_dir={gen_dir} --grade_dir={grade_dir}")

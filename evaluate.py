@@ -44,11 +44,12 @@ from configurator import configure
 from draw import board_svg, curve_svg, html_page, html_table, scatter_svg, write_sheet, write_text
 from engine import (ACCEPT, AT_ONCE, BEST_OF, candidate_rounds, check_sampling, grade_routes, guide_rule,
                     join_generator, route_nll, sample_routes)
-from metrics import ClimbIndex
+from metrics import REPORT_ROWS, ClimbIndex
 from model import (check_device, checkpoint_dir, encoder_tables, grade_checkpoints, load_generator, load_grader,
                    read_history)
 from routes import (CONDITIONING, FONT, SPLITS, V_GRADE, Grammar, InputError, RouteError,
-                    encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, select, v_number)
+                    encoder_input, fits_wall, font_grade, grade_name, load_meta, load_split, sample_split, select,
+                    v_number)
 
 # -----------------------------------------------------------------------------
 # config
@@ -75,6 +76,8 @@ split = 'test'  # the real routes prompts are drawn like and realism is measured
 board = ''  # the board of the wall below; default: the dataset's first
 size = ''  # evaluate on a wall: a size of the board, by id or name; default: the whole board
 sets = ''  # and the hold sets on it, by id or name; default: all
+max_rows = REPORT_ROWS  # the val and test routes a figure counts (train: ten times as many), a fixed sample of a
+#                         split that has more (routes.sample_rows): a real snapshot's report in minutes; 0: all
 # -----------------------------------------------------------------------------
 configure(globals())
 if split not in SPLITS + ('all',):
@@ -100,7 +103,14 @@ grade_dir = grade_dir or checkpoint_dir(dataset, 'grade')
 judge_dir = judge_dir or checkpoint_dir(dataset, 'judge')
 wall = grammar.wall(board or meta['boards'][0]['name'], size, sets) if size or sets else None
 report_dir = report_dir or checkpoint_dir(dataset, 'report' + (f'-{wall.slug}' if wall else ''))
-data = {s: load_split(folder, meta, s) for s in SPLITS}
+full = {s: load_split(folder, meta, s, lists=False) for s in SPLITS}  # every route: copies are of all known climbs
+data = {s: sample_split(rows, len(rows['board']) if not max_rows else 10 * max_rows if s == 'train' else max_rows)
+        for s, rows in full.items()}  # the routes the figures count
+counted = {s: (len(data[s]['board']), len(full[s]['board'])) for s in SPLITS}
+sampled = any(n < of for n, of in counted.values()) and \
+    'The figures count a fixed sample of ' + ', '.join(f"{n:,} of the {of:,} {s} routes" for s, (n, of) in counted.items()) + '.'
+if sampled:
+    log(sampled)
 routes = {}  # split -> decoded routes with their tokens and labels, and whether they fit the wall
 for name, rows in data.items():
     fit = fits_wall(rows, wall) | (rows['board'] != wall.board) if wall else fits_wall(rows, None)  # other boards: whole
@@ -124,7 +134,7 @@ if guide is None:
 else:
     log(f"grade model: {', '.join(grader.paths)}; guide: {', '.join(guide.paths)}; judge: {', '.join(judge.paths)}"
         + ('' if judge is not guide else ' (the guide: guided figures are not independent)'))
-known = ClimbIndex(grammar, list(data.values()))
+known = ClimbIndex(grammar, list(full.values()))
 torch.manual_seed(seed)
 rng = random.Random(seed)
 
@@ -133,6 +143,7 @@ rng = random.Random(seed)
 val_nll = route_nll(gpt, [r['tokens'] for r in routes['val']])
 val_tokens = sum(len(r['tokens']) - CONDITIONING for r in routes['val'])
 report = dict(dataset=dataset, boards=boards, grade_model=grader and grader.paths, judge=judge and judge.paths,
+              routes_counted={s: dict(counted=n, of=of) for s, (n, of) in counted.items()},
               guide=dict(models=guide and guide.paths, best_of=best_of, at_once=at_once, accept=accept, tolerance=tolerance),
               generator=dict(
     val_loss_per_token=float(val_nll.sum() / val_tokens), val_loss_per_route=float(val_nll.mean()), iteration=gen_iteration))
@@ -148,7 +159,8 @@ if wall:  # the val routes that fit the wall, scored as drawn (whole board) and 
         f"whole board, {masked.mean():.2f} under the wall's mask" if mine else ''))
 
 # measure: samples for prompts drawn like the real routes of the split, their (board, angle, grade) with replacement
-prompts = [(r['board'], r['angle'], r['grade']) for r in (rng.choice(real_test) for _ in range(num_samples))]
+drawn = [rng.choice(real_test) for _ in range(num_samples)]  # the real routes the prompts are drawn from
+prompts = [(r['board'], r['angle'], r['grade']) for r in drawn]
 prompt_walls = [walls[p[0]] for p in prompts]
 
 
@@ -190,7 +202,7 @@ def graded(rs):
         r['predicted'], r['embedding'] = d, e
 
 
-novelty = ClimbIndex(grammar, [data['train']])  # copies and the nearest route are of the training split
+novelty = ClimbIndex(grammar, [full['train']])  # copies and the nearest route are of the training split
 real = defaultdict(list)  # the real routes of the split that fit the wall
 for r in real_test:
     real[r['board']].append(r)
@@ -247,6 +259,24 @@ for name, seqs in samples.items():
         f"{b}: distinct {100 * m['distinct']:.1f}%, copies {100 * m['copies']:.1f}%, "
         f"nearest Jaccard {m['nearest_jaccard']:.3f}" for b, m in per_board.items()))
 report['generation'] = generation
+
+# measure: realism as a two-sample test: how often a classifier tells each sampler's routes from the real
+# routes their prompts came from (each once), beside two controls in the same run: other real routes of the
+# split (about 50%: the test cannot tell real from real) and as many random holds in the same roles (near
+# 100%: it has the power to tell)
+t0 = time.time()
+asked = list({id(r): r for r in drawn}.values())
+two_sample = {}
+for b in boards:
+    mine = [frozenset(r['holds']) for r in asked if r['board'] == b]
+    ids = {id(r) for r in asked}
+    sides = {f'real {split} routes (control)': [frozenset(r['holds']) for r in real[b] if id(r) not in ids],
+             'random holds (control)': metrics.random_routes(mine, walls[b].placements if walls[b] else grammar.xy[b], seed)}
+    sides.update((name, [frozenset(r['holds']) for r in decoded if r['board'] == b]) for name, decoded in decoded_by_sampler.items())
+    two_sample[b] = {name: metrics.two_sample_accuracy(mine, other, grammar.xy[b], seed=seed) for name, other in sides.items()}
+report['two_sample'] = two_sample
+log(f"two-sample test in {time.time() - t0:.1f}s: " + '; '.join(
+    f"{b} {name} {100 * m['accuracy']:.1f}%" for b, ms in two_sample.items() for name, m in ms.items()))
 
 # measure: the grade model on the test split, beside the ridge baseline fitted on the same train split
 # (the same on every wall: left out of a wall's report)
@@ -327,6 +357,7 @@ html = [f'<h1>boardgpt report: {escape(dataset)}</h1>', f'<p>{escape(on_wall)}</
         f"<p>Generator val loss: {report['generator']['val_loss_per_token']:.4f} per token, "
         f"{report['generator']['val_loss_per_route']:.2f} per route (iteration {gen_iteration}). "
         f"{num_samples:,} prompts drawn like the real {split} routes.</p>",
+        f'<p>{escape(sampled)}</p>' if sampled else '',
         # one model a line: a paragraph of comma-separated paths does not say which is which
         ('<p>Checkpoints, in <code>' + escape(model_base) + '</code>:</p>' if model_base else '<p>Checkpoints:</p>') +
         f"<ul class=\"models\"><li>generator: <code>{shorts([gpt.path])}</code> (iteration {gen_iteration})</li>"
@@ -377,6 +408,13 @@ for b in boards:
         real_shape = metrics.shape_stats([frozenset(r['holds']) for r in real[b]], grammar.xy[b])
         shape_rows.append([f"real {split} routes", b] + [num(real_shape[k], 1) for k in shape_keys])
 html.append('<h3>Shape (board units)</h3>' + html_table(['routes', 'board', 'top hold', 'height span', 'width span'], shape_rows))
+html.append('<h3>Two-sample test</h3><p>How often a classifier (logistic regression on each hold in its role, the '
+            'role counts, a coarse grid and the geometry; 5-fold cross-validated) tells the routes from the real '
+            f'{split} routes the prompts were drawn from: 50% is indistinguishable. The two controls show the test '
+            'cannot tell real from real and has the power to tell random holds.</p>' + html_table(
+                ['routes', 'board', 'classifier accuracy', '± (standard error)', 'routes a side'],
+                [[name, b, pct(m['accuracy']), pct(m['se']), f"{m['n']:,}"] for b, ms in two_sample.items()
+                 for name, m in ms.items()]))
 
 GRADE_COLUMNS = [('n', 'routes', '{:,}'), ('mae', 'MAE', '{:.2f}'), ('rmse', 'RMSE', '{:.2f}'), ('r2', 'R²', '{:.3f}'),
                  ('v_exact', 'exact V', '{:.1%}'), ('v_within1', 'within 1 V', '{:.1%}'),
@@ -434,6 +472,9 @@ for name, g in generation.items():
                  num(m.get('grade_mae'), 2), pct(m.get('grade_within1_v')), pct(m.get('grade_within2_v')),
                  num(m['js_hold_usage']), num(m['js_hold_counts']), num(m.get('frechet_embedding'), 2)]
         lines.append('| ' + ' | '.join(cells) + ' |')
+lines += ['', f'| two-sample test against the real {split} routes | board | classifier accuracy | routes a side |',
+          '|' + '---|' * 4]
+lines += [f"| {name} | {b} | {pct(m['accuracy'])} | {m['n']:,} |" for b, ms in two_sample.items() for name, m in ms.items()]
 if 'grade' in report:
     lines += ['', '| grade predictor (test) | board | routes | MAE | exact V | within 1 V | exact Font | within 1 Font |',
               '|' + '---|' * 8]

@@ -89,6 +89,108 @@ def frechet_distance(a, b):
 
 
 # -----------------------------------------------------------------------------
+# the two-sample test: can a classifier tell generated routes from real ones?
+
+FEATURE_ROLES = ('start', 'middle', 'finish', 'foot')
+
+
+def route_features(routes, xy, grid=4, max_count=16):
+    """Routes (sets of (placement, role)) of one board as what the two-sample test's classifier
+    sees: each hold in each role (one-hot over the board's holds), how many holds of each role,
+    how many of each role in each cell of a coarse grid x grid over the board, and the geometry:
+    the lowest and highest hold, the height and width spanned, the mean and the largest step
+    between hand holds in height order. xy: placement -> (x, y), the board's holds."""
+    placements = sorted(xy)
+    index = {p: i for i, p in enumerate(placements)}
+    pts = np.array([xy[p] for p in placements], dtype=np.float64)
+    lo, span = pts.min(0), np.maximum(pts.max(0) - pts.min(0), 1e-9)
+    R, H = len(FEATURE_ROLES), len(placements)
+    X = np.zeros((len(routes), H * R + R * max_count + R * grid * grid + 6), dtype=np.float32)
+    for n, route in enumerate(routes):
+        counts = np.zeros(R, dtype=int)
+        for p, role in route:
+            r = FEATURE_ROLES.index(role)
+            X[n, index[p] * R + r] = 1
+            counts[r] += 1
+            u = np.minimum(((np.asarray(xy[p]) - lo) / span * grid).astype(int), grid - 1)
+            X[n, H * R + R * max_count + (r * grid + u[1]) * grid + u[0]] += 1
+        X[n, H * R + np.arange(R) * max_count + np.minimum(counts, max_count - 1)] = 1
+        at = (np.array([xy[p] for p, _ in route]) - lo) / span
+        hands = np.array(sorted((xy[p][1], xy[p][0]) for p, role in route if role != 'foot'))[:, ::-1]
+        steps = np.linalg.norm(np.diff((hands - lo) / span, axis=0), axis=1) if len(hands) > 1 else np.zeros(1)
+        X[n, -6:] = at[:, 1].min(), at[:, 1].max(), np.ptp(at[:, 1]), np.ptp(at[:, 0]), steps.mean(), steps.max()
+    return X
+
+
+def _logistic(X, y, l2, steps=60):
+    """Weights (w, b) of an L2-regularized logistic regression, fitted by L-BFGS in float64."""
+    X, y = torch.from_numpy(X).double(), torch.from_numpy(y).double()
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn='strong_wolfe')
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, y) + l2 * (w * w).sum()
+        value.backward()
+        return value
+    opt.step(loss)
+    return w.detach().numpy(), float(b.detach())
+
+
+def _folds(n, k, rng):
+    order = rng.permutation(n)
+    return [order[i::k] for i in range(k)]
+
+
+def two_sample_accuracy(a, b, xy, folds=5, l2s=(1e-4, 1e-3, 1e-2), seed=0):
+    """How often a classifier tells routes a from routes b (sets of (placement, role) of one board),
+    on held-out routes: the mean accuracy over folds of a logistic regression on route_features,
+    its L2 chosen within each training fold by a 3-fold split of it (nothing chosen on the routes
+    it is scored on). The two sides are cut to the same size first, so 0.5 means they cannot be
+    told apart and 1.0 that every route is told. Each side counts a route once (a climb logged at
+    several angles is one route), and a route on both sides is on neither: a classifier would
+    otherwise learn the routes of its training folds by heart. -> dict(accuracy, se, n) (n routes a side)."""
+    rng = np.random.default_rng(seed)
+    a, b = list(dict.fromkeys(a)), list(dict.fromkeys(b))
+    both = set(a) & set(b)
+    a, b = [r for r in a if r not in both], [r for r in b if r not in both]
+    n = min(len(a), len(b))
+    if n < 2 * folds:
+        return dict(accuracy=float('nan'), se=float('nan'), n=n)
+    a = [a[i] for i in sorted(rng.choice(len(a), n, replace=False))]
+    b = [b[i] for i in sorted(rng.choice(len(b), n, replace=False))]
+    X = route_features(a + b, xy)
+    y = np.r_[np.ones(n), np.zeros(n)].astype(np.float32)
+
+    def fit_score(train, test, l2):
+        mu, sd = X[train].mean(0), X[train].std(0) + 1e-6  # standardized on the training rows only
+        w, c = _logistic((X[train] - mu) / sd, y[train], l2)
+        return float(((((X[test] - mu) / sd) @ w + c > 0) == (y[test] > 0.5)).mean())
+
+    right = []
+    for test in _folds(2 * n, folds, rng):
+        train = np.setdiff1d(np.arange(2 * n), test)
+        inner = _folds(len(train), 3, rng)
+        best = max(l2s, key=lambda l2: np.mean([fit_score(np.setdiff1d(train, train[f]), train[f], l2) for f in inner]))
+        right.append(fit_score(train, test, best) * len(test))
+    accuracy = sum(right) / (2 * n)
+    return dict(accuracy=accuracy, se=float(np.sqrt(accuracy * (1 - accuracy) / (2 * n))), n=n)
+
+
+def random_routes(routes, placements, seed=0):
+    """The two-sample test's control with power: for each route, one of as many holds in the same
+    roles, its holds drawn at random from placements (none twice)."""
+    rng = np.random.default_rng(seed)
+    placements = sorted(placements)
+    out = []
+    for route in routes:
+        picked = rng.choice(len(placements), len(route), replace=False)
+        out.append(frozenset((placements[i], role) for i, (_, role) in zip(picked, sorted(route, key=lambda h: h[1]))))
+    return out
+
+
+# -----------------------------------------------------------------------------
 # grades
 
 def grade_metrics(pred, target):
@@ -110,6 +212,10 @@ def grade_metrics(pred, target):
                 v_within2=float((v_off <= 2).mean()), font_exact=float((font_off == 0).mean()),
                 font_within1=float((font_off <= 1).mean()))
 
+
+# a report's figures count at most this many val or test routes (train: ten times as many), a fixed
+# sample (routes.sample_rows) of a larger split: a real snapshot's report in minutes
+REPORT_ROWS = 5000
 
 METRIC_ROWS = [('n', 'routes', '{:,}'), ('mae', 'MAE', '{:.3f}'), ('rmse', 'RMSE', '{:.3f}'), ('r2', 'R2', '{:.3f}'),
                ('v_exact', 'V exact', '{:.1%}'), ('v_within1', 'V within 1', '{:.1%}'),

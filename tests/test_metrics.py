@@ -8,9 +8,11 @@ import numpy as np
 import torch
 import pytest
 
+from conftest import run, shared
 from metrics import (ClimbIndex, calibration, distinct_rate, fit_ridge, fit_temperature, frechet_distance, grade_classes,
-                     hold_counts, jaccard_distance, js_divergence, ridge_baseline, ridge_design,
-                     ridge_features, ridge_normal_equations, ridge_predict, role_counts, shape_stats, stiff_or_soft)
+                     hold_counts, jaccard_distance, js_divergence, random_routes, ridge_baseline, ridge_design,
+                     ridge_features, ridge_normal_equations, ridge_predict, role_counts, route_features, shape_stats,
+                     stiff_or_soft, two_sample_accuracy)
 from model import grade_quantile
 from routes import SPLITS, Grammar, load_meta, load_split, pad
 
@@ -253,3 +255,46 @@ def test_grade_quantile_and_stiff_or_soft():
     assert q[0] == pytest.approx([19.6, 20.0, 20.4]) and q[1, 1] == pytest.approx(15.5) and q[2, 1] == pytest.approx(21.5)
     verdict, band = stiff_or_soft([21.0, 20.0, 11.0], probs, 10)  # the uniform one's 10% point: 11.9
     assert list(verdict) == ['soft', 'as graded', 'stiff'] and band.shape == (3, 2)
+
+
+# a 12 x 18 board; "set" routes climb a band up the middle, start low and finish high, feet at the bottom
+XY = {100 + 12 * y + x: (x, y) for x in range(12) for y in range(18)}
+
+
+def set_route(rng):
+    hands = sorted(rng.sample(range(3, 15), rng.randint(4, 8)))
+    route = {(100 + 12 * y + rng.randint(4, 7), 'middle') for y in hands}
+    route |= {(100 + 12 * 1 + rng.randint(4, 7), 'start'), (100 + 12 * 17 + rng.randint(4, 7), 'finish')}
+    route |= {(100 + rng.randint(0, 11), 'foot') for _ in range(rng.randint(1, 3))}
+    return frozenset(route)
+
+
+def test_route_features_see_holds_roles_counts_and_geometry():
+    a = frozenset({(100, 'start'), (100 + 12 * 17 + 11, 'finish')})
+    X = route_features([a, frozenset({(100, 'foot'), (100 + 12 * 17 + 11, 'finish')})], XY)
+    assert X.shape[0] == 2 and (X[0] != X[1]).any()
+    assert X[0, -6:].tolist() == pytest.approx([0, 1, 1, 1, 2 ** 0.5, 2 ** 0.5])  # lowest, highest, spans, the step
+    assert X[0].sum() == pytest.approx(2 + 4 + 2 + sum(X[0, -6:]))  # 2 holds, 4 role counts, 2 grid cells
+
+
+def test_two_sample_test_cannot_tell_like_from_like_and_tells_random_holds():
+    rng = random.Random(0)
+    real, more = [set_route(rng) for _ in range(400)], [set_route(rng) for _ in range(400)]
+    same = two_sample_accuracy(real, more, XY)
+    assert 0.42 < same['accuracy'] < 0.58 and same['n'] == 400
+    random_holds = random_routes(real, XY, seed=1)
+    assert [Counter(r for _, r in a) for a in random_holds] == [Counter(r for _, r in a) for a in real]  # same roles
+    assert two_sample_accuracy(real, random_holds, XY)['accuracy'] > 0.95
+    # a subtler difference: one hand hold fewer
+    fewer = [r - {min(h for h in r if h[1] == 'middle')} for r in more]
+    assert two_sample_accuracy(real, fewer, XY)['accuracy'] > 0.6
+
+
+def test_two_sample_test_on_real_kilter_routes(tmp_path):
+    run('prepare.py', 'config/kilter.py', f"--db={shared('kilter.db')}", f'--data_root={tmp_path}')
+    meta = load_meta(os.path.join(tmp_path, 'kilter'))
+    xy = Grammar(meta).xy['kilter']
+    routes = {s: [frozenset(Grammar(meta).decode(t)['holds']) for t in load_split(os.path.join(tmp_path, 'kilter'), meta, s)['tokens']]
+              for s in ('val', 'test')}
+    assert 0.44 < two_sample_accuracy(routes['val'], routes['test'], xy)['accuracy'] < 0.56
+    assert two_sample_accuracy(routes['val'], random_routes(routes['val'], xy), xy)['accuracy'] > 0.95
