@@ -127,12 +127,15 @@ def grow_snapshot(src, dest, times):
     n = con.execute("SELECT count(*) FROM board_climbs").fetchone()[0], con.execute("SELECT count(*) FROM board_climb_stats").fetchone()[0]
     con.close()
     os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+    plain_size = os.path.getsize(plain)
     with open(plain, 'rb') as f_in, gzip.open(os.path.join(dest, rel), 'wb', compresslevel=1) as f_out:
         shutil.copyfileobj(f_in, f_out, 1 << 20)
     os.remove(plain)
     size = os.path.getsize(os.path.join(dest, rel))
-    with open(os.path.join(dest, 'v1-gzip', 'manifest.json'), 'w') as f:
-        json.dump(dict(manifest, entries=[dict(entry, bytes=size)]), f)
+    tables = dict(entry.get('tables', {}), board_climbs=dict(entry.get('tables', {}).get('board_climbs', {}), rowCount=n[0]),
+                  board_climb_stats=dict(entry.get('tables', {}).get('board_climb_stats', {}), rowCount=n[1]))
+    with open(os.path.join(dest, 'v1-gzip', 'manifest.json'), 'w') as f:  # as boardsesh would describe the grown file
+        json.dump(dict(manifest, entries=[dict(entry, bytes=size, uncompressedBytes=plain_size, tables=tables)]), f)
     shutil.copytree(os.path.join(src, 'v1-catalog'), os.path.join(dest, 'v1-catalog'))
     return n, size
 
