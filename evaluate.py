@@ -82,6 +82,8 @@ max_rows = REPORT_ROWS  # the val and test routes a figure counts (train: ten ti
 configure(globals())
 if split not in SPLITS + ('all',):
     raise InputError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
+if not (isinstance(max_rows, int) and max_rows >= 0):
+    raise InputError(f"max_rows must be a whole number of routes >= 0 (0: every route), got {max_rows!r}")
 if num_samples < 1 or sample_batch < 1 or sheet_per_grade < 0:
     raise InputError("num_samples and sample_batch must be at least 1, sheet_per_grade at least 0")
 check_sampling(temperature, top_k, top_p, best_of, tolerance, at_once, accept)

@@ -99,6 +99,7 @@ def cases():
         (grade + one + ['--size=11'], 'hold p1002 is not on the wall Tiny Layout 4 x 5'),
         (prepare + ['--db={data}/tiny.db', '--sets=3'], "has no hold set '3'"),
         (evaluate + ['--split=train2'], 'split must be one of train, val, test or all'),
+        (evaluate + ['--max_rows=-5'], 'max_rows must be a whole number of routes >= 0'),
         (evaluate + ['--size=4 x 5', '--sets=2'], 'no test route fits the wall Tiny Layout 4 x 5, Screw Ons'),
         # train_gen.py and train_grade.py
         (train_gen + ['--data_root={root}/empty'], 'prepare the data first'),
