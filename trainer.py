@@ -110,7 +110,7 @@ def sized_schedule(config, routes):
         print(f"max_iters {max_iters:,}: {config['epochs']:g} epochs of {routes:,} routes"
               + (f", or fewer to end within the budget of {budget:g} minutes" if budget else ''))
     return dict(config, max_iters=max_iters, budgeted=bool(budget and not config['max_iters']),
-                iters_per_epoch=routes / per_iter)
+                iters_per_epoch=routes / max(per_iter, 1))  # a batch_size of 0 is check_config's to refuse
 
 
 def schedule(config, max_iters):
