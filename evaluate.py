@@ -268,10 +268,9 @@ report['generation'] = generation
 # 100%: it has the power to tell)
 t0 = time.time()
 asked = list({id(r): r for r in drawn}.values())
-two_sample = {}
+ids, two_sample = {id(r) for r in asked}, {}
 for b in boards:
     mine = [frozenset(r['holds']) for r in asked if r['board'] == b]
-    ids = {id(r) for r in asked}
     sides = {f'real {split} routes (control)': [frozenset(r['holds']) for r in real[b] if id(r) not in ids],
              'random holds (control)': metrics.random_routes(mine, walls[b].placements if walls[b] else grammar.xy[b], seed)}
     sides.update((name, [frozenset(r['holds']) for r in decoded if r['board'] == b]) for name, decoded in decoded_by_sampler.items())

@@ -132,9 +132,8 @@ def graded_rows(rows):
 
 folder = os.path.join(data_root, dataset)
 meta = load_meta(folder)
-# all_routes: every route of train and val (val: its sample), graded or not, for the pretraining;
-# samples: the val and train rows an evaluation during training scores, the same each time
-splits, samples, all_routes = {}, {}, {}
+# all_routes: every route of train and val (val: its sample), graded or not, for the pretraining
+splits, graded_only, all_routes = {}, {}, {}  # graded_only: each split's graded rows before padding
 for split in SPLITS:
     rows = load_split(folder, meta, split)
     if pretrain_epochs and split != 'test':
@@ -145,13 +144,13 @@ for split in SPLITS:
         print(f"{split}: skipping {int((~graded).sum()):,} of {len(graded):,} routes without a known difficulty")
     if split == 'train' and (graded & ~keep).any():
         print(f"train: skipping {int((graded & ~keep).sum()):,} graded routes with fewer than {min_ascents_train} ascents")
-    rows = select(rows, keep)
-    splits[split] = graded_rows(rows)
-    samples[split] = rows  # for now: sampled below, once the val sample's size is known
-for split in ('val', 'train'):  # the train sample as large as val's, at least 256, to see overfitting by
-    n = eval_rows if split == 'val' else max(len(samples['val']['target']), 256)
-    samples[split] = graded_rows(select(samples[split], sample_rows(samples[split], n)))
-del samples['test']
+    graded_only[split] = select(rows, keep)
+    splits[split] = graded_rows(graded_only[split])
+# the rows an evaluation during training scores, the same each time: the val sample, and a train
+# sample as large, at least 256, to see overfitting by
+samples = {'val': graded_rows(select(graded_only['val'], sample_rows(graded_only['val'], eval_rows)))}
+samples['train'] = graded_rows(select(graded_only['train'],
+                                      sample_rows(graded_only['train'], max(len(samples['val']['target']), 256))))
 if not len(splits['train']['target']):
     raise InputError(f"no graded training routes in {folder}: train_grade.py needs routes with a known grade")
 print(f"{dataset}: " + ', '.join(f"{s} {len(splits[s]['target']):,} graded routes" for s in SPLITS)
